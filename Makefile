@@ -1,0 +1,26 @@
+# The README's commands. Each target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: serve test lint bench-train bench-serve clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+serve: $(STAMP)  ## run the API on the shipped models at http://127.0.0.1:8000
+	$(BIN)/gunicorn -c gunicorn.conf.py 'service.wsgi:app'
+
+test: $(STAMP)   ## run the whole test suite
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check training service tests bench
+	$(BIN)/mypy training service
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

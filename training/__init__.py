@@ -1,0 +1,37 @@
+"""The textbook math and TwoLayerNet: pure numpy, no I/O outside ``data``, ``export`` and ``cli``."""
+
+from training.export import FORMAT_VERSION, ModelFile, ModelFormatError, load_model, save_model
+from training.functions import (
+    CROSS_ENTROPY_EPS,
+    cross_entropy_error,
+    label_indices,
+    labels_to_one_hot,
+    mean_squared_error,
+    sigmoid,
+    sigmoid_grad,
+    softmax,
+)
+from training.gradient import NUMERICAL_GRADIENT_H, gradient_descent, numerical_gradient
+from training.nets import LOSSES, SimpleNet, TwoLayerNet
+
+__all__ = [
+    "CROSS_ENTROPY_EPS",
+    "FORMAT_VERSION",
+    "LOSSES",
+    "NUMERICAL_GRADIENT_H",
+    "ModelFile",
+    "ModelFormatError",
+    "SimpleNet",
+    "TwoLayerNet",
+    "cross_entropy_error",
+    "gradient_descent",
+    "label_indices",
+    "labels_to_one_hot",
+    "load_model",
+    "mean_squared_error",
+    "numerical_gradient",
+    "save_model",
+    "sigmoid",
+    "sigmoid_grad",
+    "softmax",
+]

@@ -1,0 +1,196 @@
+"""The model file: weights ``W1 b1 W2 b2`` plus a JSON ``metadata`` entry in one ``.npz``.
+
+Written atomically (temp file, fsync, rename); read with ``allow_pickle=False`` and checked
+(member names and sizes, shapes, dtypes, finiteness, format version) before anything uses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from training.fileio import atomic_write_with
+from training.nets import PARAM_NAMES, TwoLayerNet
+
+FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = (1,)
+#: A model file larger than this is refused before it is decompressed (a zip bomb guard).
+MAX_MODEL_BYTES = 256 * 1024 * 1024
+_MEMBERS = {f"{name}.npy" for name in (*PARAM_NAMES, "metadata")}
+
+
+class ModelFormatError(ValueError):
+    """A model file is missing, unreadable or not a valid model; the message names the file."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A loaded, validated model file."""
+
+    path: Path
+    params: dict[str, NDArray[np.floating]]
+    metadata: dict[str, Any]
+    sha256: str = field(repr=False)
+
+    @property
+    def version(self) -> str:
+        """A short id derived from the file's bytes: same weights and metadata, same id."""
+        return self.sha256[:12]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.metadata["class_names"])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.metadata["input_shape"])
+
+    def network(self) -> TwoLayerNet:
+        return TwoLayerNet.from_params(self.params)
+
+
+def save_model(path: str | Path, net: TwoLayerNet, metadata: dict[str, Any]) -> None:
+    """Write ``net.params`` and ``metadata`` (JSON-serialisable) to ``path`` atomically.
+
+    ``format_version``, layer sizes, ``activation`` and ``created_at`` are filled in here;
+    ``input_shape`` and ``class_names`` must come from the caller (they describe the data).
+    """
+    meta = dict(metadata)
+    for key in ("input_shape", "class_names"):
+        if key not in meta:
+            raise ValueError(f"metadata needs {key!r}")
+    if int(np.prod(meta["input_shape"])) != net.input_size:
+        raise ValueError(f"input_shape {meta['input_shape']} does not match {net.input_size} inputs")
+    if len(meta["class_names"]) != net.output_size:
+        raise ValueError(f"{len(meta['class_names'])} class names for {net.output_size} outputs")
+    meta.update(
+        format_version=FORMAT_VERSION,
+        input_size=net.input_size,
+        hidden_size=net.hidden_size,
+        output_size=net.output_size,
+        activation="sigmoid",
+        output_activation="softmax",
+        dtype=str(net.dtype),
+    )
+    meta.setdefault("created_at", datetime.now(UTC).isoformat(timespec="seconds"))
+    arrays = {k: np.ascontiguousarray(net.params[k]) for k in PARAM_NAMES}
+    encoded = np.array(json.dumps(meta, sort_keys=True))
+
+    def write(fh: Any) -> None:
+        np.savez(fh, metadata=encoded, **arrays)
+
+    atomic_write_with(path, write)
+
+
+def load_model(path: str | Path) -> ModelFile:
+    """Read and validate a model file; any problem raises ``ModelFormatError`` naming the file."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_MODEL_BYTES:
+            raise ModelFormatError(path, f"file is {size} bytes, over the {MAX_MODEL_BYTES} limit")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelFormatError(path, "no such file") from None
+    except IsADirectoryError:
+        raise ModelFormatError(path, "is a directory, not an .npz file") from None
+    except OSError as exc:
+        raise ModelFormatError(path, f"cannot read: {exc.strerror or exc}") from None
+
+    _check_members(path, data)
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in (*PARAM_NAMES, "metadata")}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise ModelFormatError(path, "contains pickled objects; refusing to load it") from None
+        raise ModelFormatError(path, f"not a valid .npz file ({exc})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise ModelFormatError(path, f"not a valid .npz file ({exc})") from None
+
+    metadata = _parse_metadata(path, arrays.pop("metadata"))
+    params = _check_params(path, arrays, metadata)
+    return ModelFile(path=path, params=params, metadata=metadata,
+                     sha256=hashlib.sha256(data).hexdigest())
+
+
+def _check_members(path: Path, data: bytes) -> None:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            infos = zf.infolist()
+    except zipfile.BadZipFile:
+        raise ModelFormatError(path, "not an .npz file (not a zip archive, or truncated)") from None
+    names = {info.filename for info in infos}
+    missing = sorted(_MEMBERS - names)
+    if missing:
+        raise ModelFormatError(path, f"missing arrays: {', '.join(m[:-4] for m in missing)}")
+    extra = sorted(names - _MEMBERS)
+    if extra:
+        raise ModelFormatError(path, f"unexpected entries: {', '.join(extra)}")
+    total = sum(info.file_size for info in infos)
+    if total > MAX_MODEL_BYTES:
+        raise ModelFormatError(path, f"arrays unpack to {total} bytes, over the limit")
+
+
+def _parse_metadata(path: Path, raw: NDArray) -> dict[str, Any]:
+    if raw.shape != () or raw.dtype.kind != "U":
+        raise ModelFormatError(path, "metadata must be a single JSON string")
+    try:
+        meta = json.loads(str(raw))
+    except ValueError:
+        raise ModelFormatError(path, "metadata is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise ModelFormatError(path, "metadata must be a JSON object")
+    version = meta.get("format_version")
+    if version not in SUPPORTED_FORMAT_VERSIONS:
+        raise ModelFormatError(
+            path, f"format_version {version!r} is not supported (this code reads {SUPPORTED_FORMAT_VERSIONS})"
+        )
+    shape = meta.get("input_shape")
+    if (not isinstance(shape, list) or not shape
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+        raise ModelFormatError(path, "metadata input_shape must be a list of positive integers")
+    names = meta.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ModelFormatError(path, "metadata class_names must be a non-empty list of strings")
+    return meta
+
+
+def _check_params(path: Path, arrays: dict[str, NDArray], meta: dict[str, Any]) -> dict[str, NDArray]:
+    for name, arr in arrays.items():
+        if arr.dtype not in (np.float32, np.float64):
+            raise ModelFormatError(path, f"{name} has dtype {arr.dtype}; expected float32 or float64")
+    dtypes = {arr.dtype for arr in arrays.values()}
+    if len(dtypes) != 1:
+        raise ModelFormatError(path, f"arrays mix dtypes {sorted(map(str, dtypes))}")
+    w1, b1, w2, b2 = (arrays[k] for k in PARAM_NAMES)
+    if w1.ndim != 2 or w2.ndim != 2 or b1.ndim != 1 or b2.ndim != 1:
+        raise ModelFormatError(path, "W1 and W2 must be matrices, b1 and b2 vectors")
+    d, h = w1.shape
+    c = w2.shape[1]
+    if b1.shape != (h,) or w2.shape[0] != h or b2.shape != (c,):
+        raise ModelFormatError(
+            path, f"shapes do not chain: W1 {w1.shape}, b1 {b1.shape}, W2 {w2.shape}, b2 {b2.shape}"
+        )
+    if int(np.prod(meta["input_shape"])) != d:
+        raise ModelFormatError(path, f"metadata input_shape {meta['input_shape']} does not match W1 {w1.shape}")
+    if len(meta["class_names"]) != c:
+        raise ModelFormatError(path, f"{len(meta['class_names'])} class names for {c} outputs")
+    for name, arr in arrays.items():
+        if not np.all(np.isfinite(arr)):
+            raise ModelFormatError(path, f"{name} contains NaN or infinite values")
+    return {k: np.ascontiguousarray(arrays[k]) for k in PARAM_NAMES}

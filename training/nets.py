@@ -1,0 +1,278 @@
+"""SimpleNet (the chapter's 2x3 example) and TwoLayerNet: affine -> sigmoid -> affine -> softmax."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from training.functions import (
+    CROSS_ENTROPY_EPS,
+    cross_entropy_error,
+    label_indices,
+    labels_to_one_hot,
+    mean_squared_error,
+    softmax,
+)
+from training.gradient import numerical_gradient
+
+LossName = Literal["cross_entropy", "mean_squared_error"]
+LOSSES: tuple[LossName, ...] = ("cross_entropy", "mean_squared_error")
+PARAM_NAMES = ("W1", "b1", "W2", "b2")
+#: Named weight initialisations; a float is used as the standard deviation itself.
+WEIGHT_INITS = ("xavier", "he")
+
+
+class SimpleNet:
+    """The chapter's toy network: z = x @ W with W (2, 3), then softmax and cross-entropy."""
+
+    def __init__(self, rng: np.random.Generator | None = None) -> None:
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.W = rng.standard_normal((2, 3))
+
+    def predict(self, x: ArrayLike) -> NDArray[np.floating]:
+        """(N, 2) or (2,) -> scores (N, 3) or (3,)."""
+        return np.asarray(x) @ self.W
+
+    def loss(self, x: ArrayLike, t: ArrayLike) -> float:
+        """Cross-entropy of softmax(predict(x)) against labels t (one-hot or integers)."""
+        return cross_entropy_error(softmax(self.predict(x)), t)
+
+
+def _init_std(spec: float | str, fan_in: int) -> float:
+    if isinstance(spec, str):
+        if spec == "xavier":
+            return float(np.sqrt(1.0 / fan_in))
+        if spec == "he":
+            return float(np.sqrt(2.0 / fan_in))
+        raise ValueError(f"weight_init_std must be a number or one of {WEIGHT_INITS}, got {spec!r}")
+    std = float(spec)
+    if not np.isfinite(std) or std <= 0:
+        raise ValueError(f"weight_init_std must be a positive number, got {spec!r}")
+    return std
+
+
+class _Workspace:
+    """Buffers for one batch size, reused by every step so the training loop allocates nothing."""
+
+    def __init__(self, n: int, d: int, h: int, c: int, dtype: np.dtype) -> None:
+        self.n = n
+        self.a1 = np.empty((n, h), dtype)  # pre-activation, then dL/da1
+        self.z1 = np.empty((n, h), dtype)
+        self.a2 = np.empty((n, c), dtype)  # logits, then softmax y, then dL/da2
+        self.dz1 = np.empty((n, h), dtype)
+        self.tmp_nc = np.empty((n, c), dtype)
+        self.row = np.empty((n, 1), dtype)
+        self.rows = np.arange(n)
+        self.grads = {
+            "W1": np.empty((d, h), dtype),
+            "b1": np.empty((h,), dtype),
+            "W2": np.empty((h, c), dtype),
+            "b2": np.empty((c,), dtype),
+        }
+
+
+class TwoLayerNet:
+    """affine (W1, b1) -> sigmoid -> affine (W2, b2) -> softmax, trained on cross-entropy or MSE.
+
+    ``params`` holds ``W1`` (D, H), ``b1`` (H,), ``W2`` (H, C), ``b2`` (C,). ``predict`` returns
+    probabilities; ``loss`` and ``gradient`` use ``loss_name`` unless told otherwise.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        weight_init_std: float | str = 0.01,
+        rng: np.random.Generator | None = None,
+        dtype: type | np.dtype = np.float64,
+        loss_name: LossName = "cross_entropy",
+    ) -> None:
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                            ("output_size", output_size)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        if loss_name not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss_name!r}")
+        self.loss_name: LossName = loss_name
+        rng = rng if rng is not None else np.random.default_rng(0)
+        std1 = _init_std(weight_init_std, input_size)
+        std2 = _init_std(weight_init_std, hidden_size)
+        self.params: dict[str, NDArray[np.floating]] = {
+            "W1": (std1 * rng.standard_normal((input_size, hidden_size))).astype(self.dtype),
+            "b1": np.zeros(hidden_size, dtype=self.dtype),
+            "W2": (std2 * rng.standard_normal((hidden_size, output_size))).astype(self.dtype),
+            "b2": np.zeros(output_size, dtype=self.dtype),
+        }
+        self._workspace: _Workspace | None = None
+
+    @classmethod
+    def from_params(
+        cls, params: dict[str, NDArray[np.floating]], loss_name: LossName = "cross_entropy"
+    ) -> TwoLayerNet:
+        """A network around existing weights (shapes are checked; arrays are used as given)."""
+        w1, b1, w2, b2 = (np.asarray(params[k]) for k in PARAM_NAMES)
+        d, h = w1.shape
+        c = w2.shape[1]
+        if b1.shape != (h,) or w2.shape != (h, c) or b2.shape != (c,):
+            raise ValueError(
+                f"inconsistent shapes: W1 {w1.shape}, b1 {b1.shape}, W2 {w2.shape}, b2 {b2.shape}"
+            )
+        net = cls.__new__(cls)
+        net.dtype = w1.dtype
+        net.loss_name = loss_name
+        net.params = {"W1": w1, "b1": b1, "W2": w2, "b2": b2}
+        net._workspace = None
+        return net
+
+    @property
+    def input_size(self) -> int:
+        return int(self.params["W1"].shape[0])
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.params["W1"].shape[1])
+
+    @property
+    def output_size(self) -> int:
+        return int(self.params["W2"].shape[1])
+
+    # --- forward -------------------------------------------------------------------------
+    def predict(self, x: ArrayLike) -> NDArray[np.floating]:
+        """Probabilities: (N, D) -> (N, C), or (D,) -> (C,)."""
+        p = self.params
+        x = np.asarray(x, dtype=self.dtype)
+        a1 = x @ p["W1"] + p["b1"]          # (N, H)
+        z1 = _sigmoid_(a1)
+        a2 = z1 @ p["W2"] + p["b2"]         # (N, C)
+        return softmax(a2)
+
+    def loss(self, x: ArrayLike, t: ArrayLike, loss_name: LossName | None = None) -> float:
+        """Mean loss over the batch; t is integer labels (N,) or one-hot rows (N, C)."""
+        name = loss_name or self.loss_name
+        y = self.predict(x)
+        if name == "cross_entropy":
+            return cross_entropy_error(y, t)
+        if name == "mean_squared_error":
+            return mean_squared_error(y, t)
+        raise ValueError(f"loss must be one of {LOSSES}, got {name!r}")
+
+    def accuracy(self, x: ArrayLike, t: ArrayLike) -> float:
+        """Fraction of rows whose argmax matches t (integer labels or one-hot rows)."""
+        y = np.atleast_2d(self.predict(x))
+        t = np.atleast_1d(np.asarray(t))
+        if y.shape[0] == 1 and t.ndim == 1 and t.size == self.output_size > 1:
+            t = t.reshape(1, -1)  # a single one-hot row for a single input
+        labels = label_indices(t, self.output_size)
+        if labels.shape[0] != y.shape[0]:
+            raise ValueError(f"{labels.shape[0]} labels for {y.shape[0]} inputs")
+        return float(np.mean(np.argmax(y, axis=1) == labels))
+
+    # --- gradients -----------------------------------------------------------------------
+    def numerical_gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, NDArray[np.floating]]:
+        """dL/dparams by central differences (slow: 2 forward passes per weight)."""
+        def loss_w(_: NDArray) -> float:
+            return self.loss(x, t)
+        return {k: numerical_gradient(loss_w, self.params[k]) for k in PARAM_NAMES}
+
+    def gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, NDArray[np.floating]]:
+        """dL/dparams by backpropagation; same keys and shapes as ``params``."""
+        x = np.atleast_2d(np.asarray(x, dtype=self.dtype))
+        ws = _Workspace(x.shape[0], self.input_size, self.hidden_size, self.output_size, self.dtype)
+        self._forward_backward(x, np.asarray(t), ws, scale=1.0)
+        return {k: v.copy() for k, v in ws.grads.items()}
+
+    def sgd_step(self, x: NDArray[np.floating], t: NDArray, learning_rate: float) -> float:
+        """One SGD update on batch (x, t) in place; returns the batch loss before the update.
+
+        Reuses preallocated buffers, so a training loop of equal-sized batches allocates nothing
+        beyond the last partial batch.
+        """
+        n = x.shape[0]
+        ws = self._workspace
+        if ws is None or ws.n != n:
+            ws = _Workspace(n, self.input_size, self.hidden_size, self.output_size, self.dtype)
+            if self._workspace is None or n > self._workspace.n:
+                self._workspace = ws
+        loss = self._forward_backward(x, t, ws, scale=learning_rate)
+        for k, g in ws.grads.items():
+            self.params[k] -= g
+        return loss
+
+    def _forward_backward(self, x: NDArray, t: NDArray, ws: _Workspace, scale: float) -> float:
+        """Forward pass, loss, and scale * gradients into ws.grads. Backward mirrors forward."""
+        p = self.params
+        n, c = x.shape[0], self.output_size
+        one_hot = t.ndim == 2
+        if one_hot and t.shape != (n, c):
+            raise ValueError(f"one-hot labels must be ({n}, {c}), got {t.shape}")
+        if not one_hot and t.shape != (n,):
+            raise ValueError(f"expected {n} labels, got shape {t.shape}")
+
+        # forward: a1 = x W1 + b1, z1 = sigmoid(a1), a2 = z1 W2 + b2, y = softmax(a2)
+        a1, z1, y = ws.a1, ws.z1, ws.a2
+        np.matmul(x, p["W1"], out=a1)
+        a1 += p["b1"]
+        np.multiply(a1, 0.5, out=z1)
+        _sigmoid_(z1, prescaled=True)
+        np.matmul(z1, p["W2"], out=y)
+        y += p["b2"]
+        np.max(y, axis=1, keepdims=True, out=ws.row)
+        y -= ws.row
+        np.exp(y, out=y)
+        np.sum(y, axis=1, keepdims=True, out=ws.row)
+        y /= ws.row
+
+        # loss and da2 = dL/da2 (scaled), written over y
+        da2 = y
+        if self.loss_name == "cross_entropy":
+            if one_hot:
+                loss = -float(np.sum(t * np.log(np.clip(y, CROSS_ENTROPY_EPS, None)))) / n
+                da2 -= t
+            else:
+                labels = t.astype(np.intp, copy=False)
+                picked = y[ws.rows, labels]
+                loss = -float(np.sum(np.log(np.clip(picked, CROSS_ENTROPY_EPS, None)))) / n
+                # softmax followed by cross-entropy: dL/da2 = (y - t) / N
+                y[ws.rows, labels] -= 1
+            da2 *= scale / n
+        else:
+            t_hot = t if one_hot else labels_to_one_hot(t, c, dtype=self.dtype)
+            dy = ws.tmp_nc
+            np.subtract(y, t_hot, out=dy)                       # y - t
+            loss = 0.5 * float(np.sum(dy * dy)) / n
+            dy *= scale / n                                      # dL/dy
+            # through softmax: da2 = y * (dy - sum(dy * y, axis=1))
+            np.sum(dy * y, axis=1, keepdims=True, out=ws.row)
+            dy -= ws.row
+            da2 *= dy
+
+        # backward: mirrors forward name for name
+        g = ws.grads
+        np.matmul(z1.T, da2, out=g["W2"])
+        np.sum(da2, axis=0, out=g["b2"])
+        dz1 = ws.dz1
+        np.matmul(da2, p["W2"].T, out=dz1)
+        # sigmoid'(a1) = z1 * (1 - z1); da1 written over a1
+        da1 = a1
+        np.subtract(1, z1, out=da1)
+        da1 *= z1
+        da1 *= dz1
+        np.matmul(x.T, da1, out=g["W1"])
+        np.sum(da1, axis=0, out=g["b1"])
+        return loss
+
+
+def _sigmoid_(a: NDArray[np.floating], prescaled: bool = False) -> NDArray[np.floating]:
+    """In-place sigmoid via 0.5 * (1 + tanh(a / 2)); with ``prescaled`` a already holds a / 2."""
+    if not prescaled:
+        a *= 0.5
+    np.tanh(a, out=a)
+    a *= 0.5
+    a += 0.5
+    return a
