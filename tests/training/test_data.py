@@ -1,0 +1,492 @@
+import gzip
+import hashlib
+import http.server
+import json
+import os
+import socket
+import struct
+import threading
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from training.data import (
+    DATASETS,
+    PIXEL_PREPROCESSING,
+    Dataset,
+    DatasetSpec,
+    DatasetUnavailableError,
+    DownloadError,
+    IDXFormatError,
+    as_training_arrays,
+    download_file,
+    load_dataset,
+    read_idx,
+    write_idx,
+)
+
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "mnist-sample"
+FILE_NAMES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+DIGITS = tuple(str(d) for d in range(10))
+
+
+def idx_bytes(magic: int, dims: tuple[int, ...], payload: bytes) -> bytes:
+    return struct.pack(f">I{len(dims)}I", magic, *dims) + payload
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_tiny_dataset(directory: Path, n_train: int = 6, n_test: int = 4, seed: int = 0) -> dict:
+    """Four real IDX .gz files in ``directory``; returns file name -> SHA-256."""
+    rng = np.random.default_rng(seed)
+    arrays = (
+        rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, n_train, dtype=np.uint8),
+        rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, n_test, dtype=np.uint8),
+    )
+    for name, arr in zip(FILE_NAMES, arrays, strict=True):
+        write_idx(directory / name, arr)
+    return {name: sha256_of(directory / name) for name in FILE_NAMES}
+
+
+# --- IDX reading and writing -----------------------------------------------------------------
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_write_then_read_round_trips(tmp_path, suffix):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    labels = np.array([0, 9, 3, 3, 1], dtype=np.uint8)
+    write_idx(tmp_path / f"images{suffix}", images)
+    write_idx(tmp_path / f"labels{suffix}", labels)
+    np.testing.assert_array_equal(read_idx(tmp_path / f"images{suffix}"), images)
+    np.testing.assert_array_equal(read_idx(tmp_path / f"labels{suffix}"), labels)
+    assert read_idx(tmp_path / f"labels{suffix}").dtype == np.uint8
+
+
+def test_write_idx_layout_and_reproducible_gzip(tmp_path):
+    labels = np.array([7, 2, 1], dtype=np.uint8)
+    write_idx(tmp_path / "labels", labels)
+    assert (tmp_path / "labels").read_bytes() == b"\x00\x00\x08\x01\x00\x00\x00\x03\x07\x02\x01"
+    write_idx(tmp_path / "a.gz", labels)
+    write_idx(tmp_path / "b.gz", labels)
+    assert (tmp_path / "a.gz").read_bytes() == (tmp_path / "b.gz").read_bytes()
+    assert gzip.decompress((tmp_path / "a.gz").read_bytes()) == (tmp_path / "labels").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gz", "b.gz", "labels"]
+
+
+@pytest.mark.parametrize("bad", [np.zeros((2, 3), np.uint8), np.array([256]), np.array([0.5])])
+def test_write_idx_refuses_what_idx_ubyte_cannot_hold(tmp_path, bad):
+    with pytest.raises(ValueError, match="IDX"):
+        write_idx(tmp_path / "x", bad)
+    assert not (tmp_path / "x").exists()
+
+
+IMAGES_3 = idx_bytes(0x0803, (3, 28, 28), bytes(3 * 784))
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "too short for an IDX header (0 bytes)"),
+        (b"\x12\x34\x08\x03" + bytes(12), "not an IDX file: magic number 0x12340803"),
+        (idx_bytes(0x0D03, (1, 2, 2), bytes(16)), "unsupported IDX element type 0x0d"),
+        (idx_bytes(0x0802, (2, 2), bytes(4)), "unsupported IDX rank 2 (expected 1 for labels or 3"),
+        (b"\x00\x00\x08\x03\x00\x00\x00\x03",
+         "truncated header: 3 dimensions need 16 bytes, got 8"),
+        (IMAGES_3[: 16 + 1000],
+         "truncated: header says 3x28x28 (2352 bytes) but only 1000 bytes follow"),
+        (IMAGES_3 + b"extra", "5 trailing bytes after the 2352 bytes that 3x28x28 needs"),
+        (gzip.compress(IMAGES_3), "it looks gzip-compressed, so name it .gz"),
+    ],
+    ids=["empty", "magic", "type", "rank", "header", "truncated", "trailing", "gzip-unnamed"],
+)
+def test_read_idx_names_the_file_and_the_problem(tmp_path, content, problem):
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(content)
+    with pytest.raises(IDXFormatError) as info:
+        read_idx(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert problem in str(info.value)
+    assert info.value.path == str(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (gzip.compress(IMAGES_3)[:-20], "truncated gzip data"),
+        (b"not gzip at all", "corrupt gzip data"),
+        # a flipped byte inside the deflate stream or CRC: zlib.error or BadGzipFile
+        (lambda gz: gz[:40] + bytes([gz[40] ^ 0xFF]) + gz[41:], "corrupt gzip data"),
+        (lambda gz: gz[:-8] + bytes([gz[-8] ^ 0x01]) + gz[-7:], "corrupt gzip data"),
+        (gzip.compress(IMAGES_3[:-1]), "truncated: header says 3x28x28 (2352 bytes) but only 2351"),
+    ],
+    ids=["cut-short", "not-gzip", "flipped-data", "flipped-crc", "truncated-payload"],
+)
+def test_read_idx_rejects_corrupt_gzip(tmp_path, content, problem):
+    if callable(content):
+        content = content(gzip.compress(bytes(range(256)) * 4 + IMAGES_3))
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(content)
+    with pytest.raises(IDXFormatError) as info:
+        read_idx(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert problem in str(info.value)
+
+
+def test_read_idx_missing_file_and_directory(tmp_path):
+    with pytest.raises(IDXFormatError, match="no such file"):
+        read_idx(tmp_path / "nope.gz")
+    with pytest.raises(IDXFormatError, match="is a directory"):
+        read_idx(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz")
+
+
+_HEADERS = st.sampled_from([0x0801, 0x0803, 0x0802, 0x0808, 0x0D03, 0x0800, 0x1F8B0800])
+_IDX_LIKE = st.builds(
+    lambda magic, dims, body: idx_bytes(magic, tuple(dims), body),
+    _HEADERS | st.integers(0, 2**32 - 1),
+    st.lists(st.integers(0, 6) | st.integers(0, 2**32 - 1), max_size=4),
+    st.binary(max_size=300),
+)
+
+
+@settings(max_examples=300, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.binary(max_size=300) | _IDX_LIKE, compress=st.booleans(), gz_name=st.booleans())
+def test_read_idx_parses_or_raises_idx_format_error(fuzz_dir, content, compress, gz_name):
+    path = fuzz_dir / ("data.gz" if gz_name else "data")
+    path.write_bytes(gzip.compress(content, mtime=0) if compress else content)
+    try:
+        arr = read_idx(path)
+    except IDXFormatError as exc:
+        assert str(exc).startswith(f"{path}: ")
+    else:
+        assert arr.dtype == np.uint8 and arr.ndim in (1, 3)
+
+
+# --- The shipped sample and data_dir ---------------------------------------------------------
+def test_shipped_sample_is_real_mnist():
+    images = read_idx(SAMPLE_DIR / "t10k-images-idx3-ubyte.gz")
+    labels = read_idx(SAMPLE_DIR / "t10k-labels-idx1-ubyte.gz")
+    assert images.shape == (1000, 28, 28) and labels.shape == (1000,)
+    # the first MNIST test labels, and white digits on a black background
+    assert labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    counts = [85, 126, 116, 107, 110, 87, 87, 99, 89, 94]
+    assert np.bincount(labels, minlength=10).tolist() == counts
+    assert images.max() == 255 and images[:, 0, :].max() == 0
+    assert 0.10 < images.mean() / 255 < 0.16
+
+
+def test_load_dataset_from_data_dir_uses_the_sample():
+    ds = load_dataset("mnist", SAMPLE_DIR, download=False)
+    assert isinstance(ds, Dataset) and ds.source == "data-dir"
+    assert ds.x_train.shape == ds.x_test.shape == (1000, 28, 28)
+    assert ds.t_train.shape == ds.t_test.shape == (1000,)
+    assert ds.x_train.dtype == ds.t_train.dtype == np.uint8
+    assert ds.class_names == DIGITS
+    assert set(ds.files) == set(FILE_NAMES)
+    for name, info in ds.files.items():
+        assert info["path"] == str(SAMPLE_DIR / name)
+        assert info["sha256"] == sha256_of(SAMPLE_DIR / name)
+        assert info["idx_sha256"] == hashlib.sha256(
+            gzip.decompress((SAMPLE_DIR / name).read_bytes())).hexdigest()
+    json.dumps({n: dict(f) for n, f in ds.files.items()})
+
+
+def test_data_dir_accepts_uncompressed_files(tmp_path):
+    for name in FILE_NAMES:
+        (tmp_path / name.removesuffix(".gz")).write_bytes(
+            gzip.decompress((SAMPLE_DIR / name).read_bytes()))
+    ds = load_dataset("fashion-mnist", tmp_path, download=False)
+    assert ds.name == "fashion-mnist" and ds.class_names[0] == "T-shirt/top"
+    assert set(ds.files) == {n.removesuffix(".gz") for n in FILE_NAMES}
+    np.testing.assert_array_equal(ds.x_test, read_idx(SAMPLE_DIR / "t10k-images-idx3-ubyte.gz"))
+
+
+def test_data_dir_missing_file_names_directory_and_file(tmp_path):
+    write_tiny_dataset(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DatasetUnavailableError) as info:
+        load_dataset("mnist", tmp_path)
+    message = str(info.value)
+    assert str(tmp_path) in message and "t10k-labels-idx1-ubyte.gz" in message
+    assert "\n" not in message
+    with pytest.raises(DatasetUnavailableError, match="does not exist"):
+        load_dataset("mnist", tmp_path / "absent")
+
+
+def test_count_mismatch_names_both_files(tmp_path):
+    write_tiny_dataset(tmp_path)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([1, 2, 3], np.uint8))
+    with pytest.raises(IDXFormatError) as info:
+        load_dataset("mnist", tmp_path)
+    images, labels = tmp_path / "t10k-images-idx3-ubyte.gz", tmp_path / "t10k-labels-idx1-ubyte.gz"
+    assert str(info.value) == f"{images}: 4 images but {labels} has 3 labels"
+
+
+@pytest.mark.parametrize(
+    ("name", "array", "problem"),
+    [
+        ("train-labels-idx1-ubyte.gz", np.array([0, 1, 2, 3, 10, 11], np.uint8),
+         "label 10 at index 4 is outside [0, 9] (2 labels out of range)"),
+        ("train-images-idx3-ubyte.gz", np.zeros((6, 5, 5), np.uint8),
+         "images are 5x5, expected 28x28"),
+        ("train-images-idx3-ubyte.gz", np.zeros(6, np.uint8),
+         "expected images (rank 3), found labels"),
+        ("train-images-idx3-ubyte.gz", np.zeros((0, 28, 28), np.uint8), "holds no images"),
+    ],
+    ids=["label-range", "image-size", "swapped", "empty"],
+)
+def test_dataset_content_checks(tmp_path, name, array, problem):
+    write_tiny_dataset(tmp_path)
+    write_idx(tmp_path / name, array)
+    with pytest.raises(IDXFormatError) as info:
+        load_dataset("mnist", tmp_path)
+    assert str(info.value).startswith(f"{tmp_path / name}: ")
+    assert problem in str(info.value)
+
+
+def test_unknown_dataset_name():
+    with pytest.raises(ValueError, match="unknown dataset 'cifar'; choose from fashion-mnist, mn"):
+        load_dataset("cifar")
+
+
+# --- Preprocessing ---------------------------------------------------------------------------
+def test_as_training_arrays_scales_to_unit_range():
+    x = np.array([[[0, 255], [51, 102]]], dtype=np.uint8)
+    out = as_training_arrays(x, np.float64)
+    assert out.shape == (1, 4) and out.dtype == np.float64
+    np.testing.assert_allclose(out, [[0.0, 1.0, 0.2, 0.4]])
+    assert as_training_arrays(x).dtype == np.float32
+    sample = read_idx(SAMPLE_DIR / "t10k-images-idx3-ubyte.gz")
+    flat = as_training_arrays(sample, np.float32)
+    assert flat.shape == (1000, 784) and flat.min() >= 0.0 and flat.max() == 1.0
+    np.testing.assert_array_equal(flat[3].reshape(28, 28), sample[3] / np.float32(255))
+
+
+def test_as_training_arrays_rejects_wrong_input():
+    with pytest.raises(ValueError, match="uint8"):
+        as_training_arrays(np.zeros((2, 784)), np.float32)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="floating point"):
+        as_training_arrays(np.zeros((2, 784), np.uint8), np.int32)
+
+
+def test_pixel_preprocessing_documents_the_scaling():
+    assert PIXEL_PREPROCESSING == {
+        "scale": 255, "range": [0, 1], "layout": "row-major 28x28, white digit on black"}
+    json.dumps(PIXEL_PREPROCESSING)
+
+
+# --- The named datasets ----------------------------------------------------------------------
+def test_dataset_table():
+    assert set(DATASETS) == {"mnist", "fashion-mnist"}
+    for spec in DATASETS.values():
+        assert spec.file_names == FILE_NAMES
+        assert set(spec.sha256) == set(FILE_NAMES)
+        assert len(spec.class_names) == 10
+        assert all(m.endswith("/") for m in spec.mirrors)
+    assert DATASETS["mnist"].class_names == DIGITS
+    assert DATASETS["mnist"].mirrors[0] == "https://ossci-datasets.s3.amazonaws.com/mnist/"
+    assert DATASETS["mnist"].package_dir is None
+    fashion = DATASETS["fashion-mnist"]
+    assert fashion.class_names == ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+    assert fashion.package_dir == "/usr/share/datasets/fashion-mnist"
+    assert set(fashion.idx_sha256) == set(FILE_NAMES)
+    with pytest.raises(ValueError, match="64 lowercase hex"):
+        DatasetSpec(name="x", class_names=DIGITS, mirrors=(), sha256={"f": "abc"})
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="dataset-fashion-mnist (Debian package) is not installed")
+def test_installed_fashion_mnist_package_matches_the_official_data(tmp_path):
+    ds = load_dataset("fashion-mnist", cache_dir=tmp_path, download=False, progress=False)
+    assert ds.source == "package"
+    assert ds.x_train.shape == (60000, 28, 28) and ds.x_test.shape == (10000, 28, 28)
+    assert np.bincount(ds.t_train).tolist() == [6000] * 10
+    assert not any(tmp_path.iterdir())
+
+
+# --- Downloading, against a real HTTP server on loopback -------------------------------------
+class _RecordingServer(http.server.ThreadingHTTPServer):
+    """Serves files; records (method, path, status) of every request instead of logging it."""
+
+    def __init__(self, address, handler):
+        super().__init__(address, handler)
+        self.requests: list[tuple[str, str, str]] = []
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        assert isinstance(self.server, _RecordingServer)
+        self.server.requests.append((self.command, self.path, args[1] if len(args) > 1 else ""))
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    """A static HTTP server on 127.0.0.1 serving ``root``; yields (base URL, root, request log)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    server = _RecordingServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
+                              daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", root, server.requests
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def closed_port_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture
+def served(mirror):
+    """A tiny dataset: a good copy under good/, a corrupted one under bad/ -> (spec, base, log)."""
+    base, root, log = mirror
+    hashes = write_tiny_dataset(root / "good")
+    (root / "bad").mkdir()
+    for name in FILE_NAMES:
+        data = bytearray((root / "good" / name).read_bytes())
+        data[len(data) // 2] ^= 0x01
+        (root / "bad" / name).write_bytes(bytes(data))
+    spec = DatasetSpec(name="tiny", class_names=DIGITS, mirrors=(base + "good/",), sha256=hashes)
+    return spec, base, log
+
+
+def cache_listing(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.rglob("*") if p.is_file())
+
+
+def test_download_lands_verified_in_the_cache_then_cache_is_used_offline(tmp_path, served):
+    spec, base, log = served
+    cache = tmp_path / "cache"
+    ds = load_dataset(spec, cache_dir=cache, progress=False)
+    assert ds.source == "download" and ds.x_train.shape == (6, 28, 28) and ds.t_test.shape == (4,)
+    assert cache_listing(cache) == sorted(FILE_NAMES)
+    for name in FILE_NAMES:
+        assert sha256_of(cache / "tiny" / name) == spec.sha256[name]
+        assert ds.files[name] == {"path": str(cache / "tiny" / name), "sha256": spec.sha256[name],
+                                  "idx_sha256": ds.files[name]["idx_sha256"]}
+    requests_after_download = len(log)
+    assert requests_after_download == 4
+
+    again = load_dataset(spec, cache_dir=cache, progress=False, mirrors=["http://127.0.0.1:9/"])
+    assert again.source == "cache" and len(log) == requests_after_download
+    np.testing.assert_array_equal(again.x_train, ds.x_train)
+
+
+def test_corrupted_download_is_rejected_and_leaves_nothing(tmp_path, served):
+    spec, base, log = served
+    cache = tmp_path / "cache"
+    with pytest.raises(DatasetUnavailableError) as info:
+        load_dataset(spec, cache_dir=cache, progress=False, mirrors=[base + "bad/"])
+    message = str(info.value)
+    assert "SHA-256 mismatch" in message and "\n" not in message
+    assert cache_listing(cache) == []
+
+
+def test_download_file_verifies_before_the_rename(tmp_path, served):
+    spec, base, _ = served
+    dest = tmp_path / "out" / "train-labels-idx1-ubyte.gz"
+    with pytest.raises(DownloadError, match="SHA-256 mismatch"):
+        download_file([base + "bad/train-labels-idx1-ubyte.gz"], dest,
+                      spec.sha256["train-labels-idx1-ubyte.gz"], progress=False)
+    assert not dest.exists() and list(dest.parent.iterdir()) == []
+    got = download_file([base + "bad/train-labels-idx1-ubyte.gz",
+                         base + "good/train-labels-idx1-ubyte.gz"], dest,
+                        spec.sha256["train-labels-idx1-ubyte.gz"], progress=True)
+    assert got == dest and sha256_of(dest) == spec.sha256["train-labels-idx1-ubyte.gz"]
+    assert [p.name for p in dest.parent.iterdir()] == [dest.name]
+
+
+def test_404_mirror_falls_through_to_the_next(tmp_path, served):
+    spec, base, log = served
+    ds = load_dataset(spec, cache_dir=tmp_path / "c", progress=False,
+                      mirrors=[base + "missing/", base + "good/"])
+    assert ds.source == "download"
+    statuses = [(path.split("/")[1], status) for _, path, status in log]
+    assert statuses.count(("missing", "404")) == 4 and statuses.count(("good", "200")) == 4
+
+
+def test_everything_failing_gives_one_line_with_the_fix(tmp_path, served, closed_port_url):
+    spec, base, _ = served
+    cache = tmp_path / "cache"
+    with pytest.raises(DatasetUnavailableError) as info:
+        load_dataset(spec, cache_dir=cache, progress=False,
+                     mirrors=[base + "missing", closed_port_url])
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"tiny: not found in {cache / 'tiny'} and download failed (")
+    assert "HTTP 404" in message and "unreachable" in message
+    assert message.endswith(
+        "; pass --data-dir DIR with the four IDX files, or connect to the internet")
+    assert cache_listing(cache) == []
+
+
+def test_no_download_says_so(tmp_path, served):
+    spec, _, log = served
+    with pytest.raises(DatasetUnavailableError, match="downloading is off; .* or allow downloads"):
+        load_dataset(spec, cache_dir=tmp_path, download=False)
+    assert log == []
+
+
+def test_corrupted_cache_file_is_replaced(tmp_path, served):
+    spec, _, log = served
+    cache = tmp_path / "cache"
+    load_dataset(spec, cache_dir=cache, progress=False)
+    (cache / "tiny" / "train-images-idx3-ubyte.gz").write_bytes(b"garbage")
+    ds = load_dataset(spec, cache_dir=cache, progress=False)
+    assert ds.source == "download" and len(log) == 5
+    assert sha256_of(cache / "tiny" / "train-images-idx3-ubyte.gz") == spec.sha256[
+        "train-images-idx3-ubyte.gz"]
+
+
+def test_environment_variables_choose_cache_and_mirror(tmp_path, served, monkeypatch):
+    spec, base, _ = served
+    offline = DatasetSpec(name="tiny", class_names=DIGITS, mirrors=("http://127.0.0.1:9/",),
+                          sha256=spec.sha256)
+    monkeypatch.setenv("DIGITS_DATA_CACHE", str(tmp_path / "envcache"))
+    monkeypatch.setenv("DIGITS_DATA_MIRROR", f"{base}missing/, {base}good")
+    ds = load_dataset(offline, progress=False)
+    assert ds.source == "download"
+    assert cache_listing(tmp_path / "envcache") == sorted(FILE_NAMES)
+    assert os.path.dirname(ds.files[FILE_NAMES[0]]["path"]) == str(tmp_path / "envcache" / "tiny")
+
+
+def test_package_dir_is_checked_by_idx_hash_and_skipped_when_wrong(tmp_path, served):
+    spec, base, log = served
+    package = tmp_path / "package"
+    write_tiny_dataset(package)
+    idx_hashes = {n: hashlib.sha256(gzip.decompress((package / n).read_bytes())).hexdigest()
+                  for n in FILE_NAMES}
+    good = DatasetSpec(name="tiny", class_names=DIGITS, mirrors=spec.mirrors, sha256=spec.sha256,
+                       idx_sha256=idx_hashes, package_dir=str(package))
+    ds = load_dataset(good, cache_dir=tmp_path / "cache", progress=False)
+    assert ds.source == "package" and log == []
+
+    write_idx(package / "t10k-labels-idx1-ubyte.gz", np.array([9, 9, 9, 9], np.uint8))
+    ds = load_dataset(good, cache_dir=tmp_path / "cache", progress=False)
+    assert ds.source == "download" and len(log) == 4
