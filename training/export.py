@@ -91,7 +91,7 @@ def save_model(path: str | Path, net: TwoLayerNet, metadata: dict[str, Any]) -> 
     encoded = np.array(json.dumps(meta, sort_keys=True))
 
     def write(fh: Any) -> None:
-        np.savez(fh, metadata=encoded, **arrays)
+        np.savez(fh, metadata=encoded, **arrays)  # type: ignore[arg-type]
 
     atomic_write_with(path, write)
 
@@ -187,7 +187,8 @@ def _check_params(path: Path, arrays: dict[str, NDArray], meta: dict[str, Any]) 
             path, f"shapes do not chain: W1 {w1.shape}, b1 {b1.shape}, W2 {w2.shape}, b2 {b2.shape}"
         )
     if int(np.prod(meta["input_shape"])) != d:
-        raise ModelFormatError(path, f"metadata input_shape {meta['input_shape']} does not match W1 {w1.shape}")
+        raise ModelFormatError(
+            path, f"metadata input_shape {meta['input_shape']} does not match W1 {w1.shape}")
     if len(meta["class_names"]) != c:
         raise ModelFormatError(path, f"{len(meta['class_names'])} class names for {c} outputs")
     for name, arr in arrays.items():

@@ -268,6 +268,18 @@ class TwoLayerNet:
         return loss
 
 
+def gradient_relative_errors(net: TwoLayerNet, x: ArrayLike, t: ArrayLike) -> dict[str, float]:
+    """||analytic - numerical|| / (||analytic|| + ||numerical||) for each parameter."""
+    analytic = net.gradient(x, t)
+    numerical = net.numerical_gradient(x, t)
+    errors = {}
+    for k, a in analytic.items():
+        n = numerical[k]
+        denom = float(np.linalg.norm(a) + np.linalg.norm(n))
+        errors[k] = float(np.linalg.norm(a - n)) / denom if denom > 0 else 0.0
+    return errors
+
+
 def _sigmoid_(a: NDArray[np.floating], prescaled: bool = False) -> NDArray[np.floating]:
     """In-place sigmoid via 0.5 * (1 + tanh(a / 2)); with ``prescaled`` a already holds a / 2."""
     if not prescaled:

@@ -1,0 +1,194 @@
+"""Mini-batch SGD for TwoLayerNet: config, schedule, the epoch loop, and resumable state.
+
+Pure: no printing or file I/O here (the CLI does both). Randomness comes only from the
+``np.random.Generator`` seeded by ``TrainConfig.seed``, so the same seed, data and config give
+bit-identical weights, and a run resumed from a ``TrainState`` matches an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from training.functions import cross_entropy_error, mean_squared_error
+from training.nets import LOSSES, WEIGHT_INITS, TwoLayerNet
+
+SAMPLINGS = ("shuffle", "random")
+SCHEDULES = ("constant", "linear", "cosine")
+DTYPES = ("float32", "float64")
+#: Evaluate the full train/test sets in chunks of this many rows to bound memory.
+EVAL_CHUNK = 10_000
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines the trained weights (besides the data).
+
+    The defaults are the recipe of the shipped models. The textbook's run is
+    ``learning_rate=0.1, batch_size=100, weight_init="0.01", lr_schedule="constant",
+    sampling="random"``.
+    """
+
+    hidden_size: int = 100
+    learning_rate: float = 0.5
+    batch_size: int = 32
+    epochs: int = 30
+    loss: str = "cross_entropy"
+    weight_init: str = "xavier"
+    dtype: str = "float32"
+    seed: int = 0
+    sampling: str = "shuffle"
+    lr_schedule: str = "cosine"
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(message)
+
+        for name in ("hidden_size", "batch_size", "epochs"):
+            value = getattr(self, name)
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                  f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        check(isinstance(self.seed, int) and self.seed >= 0,
+              f"seed must be an integer >= 0, got {self.seed!r}")
+        check(math.isfinite(self.learning_rate) and self.learning_rate > 0,
+              f"learning-rate must be a positive number, got {self.learning_rate!r}")
+        check(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        check(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        check(self.sampling in SAMPLINGS,
+              f"sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
+        check(self.lr_schedule in SCHEDULES,
+              f"lr-schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
+        check(self.weight_init in WEIGHT_INITS or _positive_float(self.weight_init),
+              f"weight-init must be a positive number or one of {', '.join(WEIGHT_INITS)}, "
+              f"got {self.weight_init!r}")
+
+    @property
+    def weight_init_std(self) -> float | str:
+        return self.weight_init if self.weight_init in WEIGHT_INITS else float(self.weight_init)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _positive_float(text: str) -> bool:
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return math.isfinite(value) and value > 0
+
+
+def steps_per_epoch(n_train: int, config: TrainConfig) -> int:
+    """Mini-batches per epoch: ceil(N / B) when shuffling, max(N // B, 1) for random sampling."""
+    if config.sampling == "shuffle":
+        return -(-n_train // config.batch_size)
+    return max(n_train // config.batch_size, 1)
+
+
+def learning_rate_at(config: TrainConfig, step: int, total_steps: int) -> float:
+    """The schedule's learning rate for global step ``step`` of ``total_steps`` (0-based)."""
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    progress = step / total_steps
+    if config.lr_schedule == "linear":
+        return config.learning_rate * (1.0 - progress)
+    return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class TrainState:
+    """Where a run is: the net, the generator, the position, and the history so far."""
+
+    net: TwoLayerNet
+    rng: np.random.Generator
+    epoch: int = 0  # completed epochs
+    step: int = 0  # completed steps inside the current epoch
+    order: NDArray[np.intp] | None = None  # this epoch's permutation (shuffle sampling)
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0  # training time spent so far, across resumes
+
+
+def init_state(config: TrainConfig, input_size: int, output_size: int) -> TrainState:
+    """A fresh net and generator from the config's seed."""
+    rng = np.random.default_rng(config.seed)
+    net = TwoLayerNet(input_size, config.hidden_size, output_size,
+                      weight_init_std=config.weight_init_std, rng=rng,
+                      dtype=np.dtype(config.dtype), loss_name=config.loss)  # type: ignore[arg-type]
+    return TrainState(net=net, rng=rng)
+
+
+def train_epoch(
+    state: TrainState,
+    config: TrainConfig,
+    x_train: NDArray[np.floating],
+    t_train: NDArray[np.integer],
+    on_step: Callable[[int, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> bool:
+    """Run (the rest of) one epoch of SGD on x_train (N, D) and integer labels t_train (N,).
+
+    ``on_step(step, loss)`` is called after every update; when ``should_stop()`` turns true the
+    loop returns False right after a completed step, leaving ``state`` ready to resume.
+    Returns True when the epoch is complete.
+    """
+    n = x_train.shape[0]
+    per_epoch = steps_per_epoch(n, config)
+    total = per_epoch * config.epochs
+    batch = config.batch_size
+    if config.sampling == "shuffle" and (state.order is None or state.step == 0):
+        state.order = state.rng.permutation(n)
+    xb = np.empty((batch, x_train.shape[1]), dtype=x_train.dtype)
+    tb = np.empty((batch,), dtype=t_train.dtype)
+    net = state.net
+    while state.step < per_epoch:
+        if config.sampling == "shuffle":
+            assert state.order is not None
+            idx = state.order[state.step * batch:(state.step + 1) * batch]
+        else:
+            idx = state.rng.choice(n, batch)  # the textbook's random mini-batch
+        m = idx.shape[0]
+        x_batch, t_batch = (xb, tb) if m == batch else (xb[:m], tb[:m])
+        np.take(x_train, idx, axis=0, out=x_batch)
+        np.take(t_train, idx, out=t_batch)
+        lr = learning_rate_at(config, state.epoch * per_epoch + state.step, total)
+        loss = net.sgd_step(x_batch, t_batch, lr)
+        state.step += 1
+        if on_step is not None:
+            on_step(state.step, loss)
+        if should_stop is not None and should_stop() and state.step < per_epoch:
+            return False
+    state.epoch += 1
+    state.step = 0
+    state.order = None
+    return True
+
+
+def evaluate(
+    net: TwoLayerNet, x: NDArray[np.floating], t: NDArray[np.integer], loss_name: str | None = None
+) -> dict[str, float]:
+    """Mean loss and accuracy of ``net`` over (x, t), computed in chunks."""
+    if x.shape[0] == 0:
+        raise ValueError("cannot evaluate on an empty set")
+    total_loss = 0.0
+    correct = 0
+    for start in range(0, x.shape[0], EVAL_CHUNK):
+        xs, ts = x[start:start + EVAL_CHUNK], t[start:start + EVAL_CHUNK]
+        y = net.predict(xs)
+        total_loss += _batch_loss(y, ts, loss_name or net.loss_name) * xs.shape[0]
+        correct += int(np.sum(np.argmax(y, axis=1) == ts))
+    return {"loss": total_loss / x.shape[0], "accuracy": correct / x.shape[0]}
+
+
+def _batch_loss(y: NDArray, t: NDArray, loss_name: str) -> float:
+    return cross_entropy_error(y, t) if loss_name == "cross_entropy" else mean_squared_error(y, t)
