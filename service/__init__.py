@@ -1,0 +1,48 @@
+"""The HTTP face of the digits models: ``create_app(settings=None)`` builds the Flask app.
+
+Models are loaded and validated here, once per worker; a bad setting or model file raises a
+``StartupError`` (one line) before the app serves anything.
+"""
+
+from __future__ import annotations
+
+import orjson
+from flask import Flask
+
+from service.errors import StartupError, register_error_handlers
+from service.openapi import build_openapi
+from service.registry import load_registry
+from service.schemas import InputSpec, RequestSchemas
+from service.settings import Settings
+from service.views import EXTENSION, Endpoint, ServiceState, register_views
+
+__all__ = ["Settings", "StartupError", "create_app"]
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """The app for ``settings`` (default: read from the environment)."""
+    settings = settings if settings is not None else Settings.from_env()
+    registry = load_registry(settings.model_dir, settings.default_model)
+    endpoints = {}
+    for name, model in registry.models.items():
+        spec = InputSpec(
+            input_shape=model.input_shape,
+            image_size=model.image_size,
+            image_style=model.image_style,
+            num_classes=model.num_classes,
+            max_batch_size=settings.max_batch_size,
+            max_image_pixels=settings.max_image_pixels,
+        )
+        endpoints[name] = Endpoint(model=model, schemas=RequestSchemas.for_spec(spec))
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.extensions[EXTENSION] = ServiceState(
+        settings=settings,
+        registry=registry,
+        endpoints=endpoints,
+        openapi=orjson.dumps(build_openapi(registry)),
+    )
+    register_error_handlers(app)
+    register_views(app, settings)
+    return app

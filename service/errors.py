@@ -1,0 +1,120 @@
+"""One error shape for every error, and the handlers that produce it.
+
+Every 4xx and 5xx answer has the body::
+
+    {"error": {"status": 422, "code": "validation_error", "message": "...", "details": {...}}}
+
+``details`` is present when there is something structured to say; for validation errors it is
+marshmallow's ``err.messages`` (field name -> list of messages, nested for list items).
+Domain errors carry their HTTP status; ``register_error_handlers`` turns them, marshmallow's
+``ValidationError``, werkzeug's ``HTTPException`` and anything unexpected into that shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from flask import Flask, Response
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+JSON_MIMETYPE = "application/json"
+
+
+class StartupError(Exception):
+    """A bad setting or model file: the server must not start. ``str()`` is one line."""
+
+
+class APIError(Exception):
+    """A client mistake (or a server fault) with its HTTP status and a stable ``code``."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidJSON(APIError):
+    status = 400
+    code = "invalid_json"
+
+
+class ModelNotFound(APIError):
+    status = 404
+    code = "model_not_found"
+
+
+class ImageTooLarge(APIError):
+    """An image whose pixel count is over the limit (a decompression bomb, or just too big)."""
+
+    status = 413
+    code = "image_too_large"
+
+
+class UnsupportedMediaType(APIError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class RequestValidationError(APIError):
+    status = 422
+    code = "validation_error"
+
+
+#: werkzeug's exceptions -> our codes; anything else becomes its name in snake case.
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    500: "internal_error",
+}
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> Response:
+    error: dict[str, Any] = {"status": status, "code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    # marshmallow keys list items by index: integers, which orjson writes only when told to
+    body = orjson.dumps({"error": error}, option=orjson.OPT_NON_STR_KEYS)
+    return Response(body, status=status, mimetype=JSON_MIMETYPE)
+
+
+def _api_error(exc: APIError) -> Response:
+    return error_response(exc.status, exc.code, exc.message, exc.details)
+
+
+def _validation_error(exc: ValidationError) -> Response:
+    messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+    return error_response(422, "validation_error", "the request is not valid", messages)
+
+
+def _http_exception(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    code = _HTTP_CODES.get(status) or (exc.name or "error").lower().replace(" ", "_")
+    response = error_response(status, code, exc.description or exc.name)
+    if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+        response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+    return response
+
+
+def _unexpected(exc: Exception) -> Response:
+    if isinstance(exc, HTTPException):  # Flask routes these here when no closer handler exists
+        return _http_exception(exc)
+    log.exception("unhandled error")
+    return error_response(500, "internal_error", "internal server error")
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(APIError, _api_error)
+    app.register_error_handler(ValidationError, _validation_error)
+    app.register_error_handler(HTTPException, _http_exception)
+    app.register_error_handler(Exception, _unexpected)

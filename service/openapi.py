@@ -1,0 +1,156 @@
+"""The OpenAPI 3 document, generated once from the marshmallow schemas with apispec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import fields
+
+from service import schemas
+from service.images import IMAGE_MIMETYPES
+from service.registry import Registry
+
+OPENAPI_VERSION = "3.0.3"
+API_VERSION = "1.0.0"
+_NUMBER_ROW = {"type": "array", "items": {"type": "number"}}
+#: How the custom fields look in OpenAPI (apispec knows only marshmallow's own fields).
+CUSTOM_FIELDS: dict[type[fields.Field], dict[str, Any]] = {
+    schemas.PixelBatch: {
+        "type": "array",
+        "items": {"oneOf": [_NUMBER_ROW, {"type": "array", "items": _NUMBER_ROW}]},
+        "example": [[0.0] * 4 + [0.5, 1.0]],
+    },
+    schemas.Labels: {
+        "oneOf": [
+            {"type": "array", "items": {"type": "integer"}},
+            {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
+            {"type": "string", "example": "3,1,4"},
+        ],
+    },
+    schemas.ImageData: {"type": "string", "format": "byte"},
+}
+_ERRORS = {
+    "400": "Malformed JSON",
+    "404": "Unknown model or route",
+    "413": "Body or image too large",
+    "415": "Unsupported Content-Type",
+    "422": "Invalid inputs, labels, options or image",
+}
+_OPERATIONS = {
+    "predict": ("PredictRequest", "PredictResponse",
+                "Predict: per input the label, class name and class probabilities."),
+    "loss": ("LossRequest", "LossResponse",
+             "Mean loss over the batch, as TwoLayerNet.loss computes it."),
+    "accuracy": ("AccuracyRequest", "AccuracyResponse",
+                 "Accuracy, correct count and count, as TwoLayerNet.accuracy computes it."),
+}
+
+
+def _custom_fields(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, Any]:
+    for cls, props in CUSTOM_FIELDS.items():
+        if isinstance(field, cls):
+            return dict(props)
+    return {}
+
+
+def build_openapi(registry: Registry) -> dict[str, Any]:
+    """The whole document as a dict; model names are listed as the ``name`` parameter's enum."""
+    plugin = MarshmallowPlugin()
+    spec = APISpec(
+        title="Digits prediction service",
+        version=API_VERSION,
+        openapi_version=OPENAPI_VERSION,
+        plugins=[plugin],
+        info={"description": "TwoLayerNet models served over HTTP. Every error has the Error "
+                             "shape. See docs/API.md for image preprocessing."},
+    )
+    plugin.converter.add_attribute_function(_custom_fields)  # type: ignore[union-attr]
+    for name, schema in (
+        ("PredictRequest", schemas.PredictRequestSchema),
+        ("LossRequest", schemas.LossRequestSchema),
+        ("AccuracyRequest", schemas.AccuracyRequestSchema),
+        ("PredictResponse", schemas.PredictResponseSchema),
+        ("LossResponse", schemas.LossResponseSchema),
+        ("AccuracyResponse", schemas.AccuracyResponseSchema),
+        ("ModelInfo", schemas.ModelInfoSchema),
+        ("ModelList", schemas.ModelListResponseSchema),
+        ("Status", schemas.StatusResponseSchema),
+        ("Error", schemas.ErrorResponseSchema),
+    ):
+        spec.components.schema(name, schema=schema)
+    errors = {code: {"description": text, "content": _json_ref("Error")}
+              for code, text in _ERRORS.items()}
+    name_param = {"name": "name", "in": "path", "required": True,
+                  "schema": {"type": "string", "enum": sorted(registry.models)}}
+
+    for action, (request_ref, response_ref, summary) in _OPERATIONS.items():
+        operation = {
+            "summary": summary,
+            "requestBody": {"required": True, "content": _request_content(request_ref, action)},
+            "parameters": _query_parameters(action),
+            "responses": {"200": {"description": "OK", "content": _json_ref(response_ref)},
+                          **errors},
+        }
+        spec.path(path=f"/v1/models/{{name}}/{action}", operations={"post": {
+            **operation, "operationId": action, "tags": ["inference"],
+            "parameters": [name_param, *operation["parameters"]],
+        }})
+        spec.path(path=f"/{action}", operations={"post": {
+            **operation, "operationId": f"{action}_default", "tags": ["inference"],
+            "summary": f"{summary} (default model: {registry.default_name})",
+        }})
+
+    spec.path(path="/v1/models", operations={"get": {
+        "summary": "All served models and which one is the default.", "tags": ["models"],
+        "operationId": "list_models",
+        "responses": {"200": {"description": "OK", "content": _json_ref("ModelList")}},
+    }})
+    spec.path(path="/v1/models/{name}", operations={"get": {
+        "summary": "A model's metadata: input shape, classes, preprocessing, metrics, version.",
+        "tags": ["models"], "operationId": "model_info", "parameters": [name_param],
+        "responses": {"200": {"description": "OK", "content": _json_ref("ModelInfo")},
+                      "404": errors["404"]},
+    }})
+    for path, summary in (("/healthz", "Live: the process answers."),
+                          ("/readyz", "Ready: a valid model is loaded.")):
+        spec.path(path=path, operations={"get": {
+            "summary": summary, "tags": ["health"], "operationId": path.strip("/"),
+            "responses": {"200": {"description": "OK", "content": _json_ref("Status")}},
+        }})
+    return spec.to_dict()
+
+
+def _json_ref(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+
+
+def _request_content(request_ref: str, action: str) -> dict[str, Any]:
+    form: dict[str, Any] = {
+        "images": {"type": "array", "items": {"type": "string", "format": "binary"},
+                   "description": "One or more image files, under any field name."},
+        "preprocess": {"type": "boolean", "default": True},
+    }
+    if action != "predict":
+        form["labels"] = {"type": "string", "description": "'3,1,4' or a JSON array"}
+    if action == "loss":
+        form["loss"] = {"type": "string", "enum": ["cross_entropy", "mean_squared_error"]}
+    content: dict[str, Any] = _json_ref(request_ref)
+    content["multipart/form-data"] = {"schema": {"type": "object", "properties": form}}
+    for mimetype in sorted(IMAGE_MIMETYPES):
+        content[mimetype] = {"schema": {"type": "string", "format": "binary"}}
+    return content
+
+
+def _query_parameters(action: str) -> list[dict[str, Any]]:
+    """Options for a raw image body, which has nowhere else to put them."""
+    params = [{"name": "preprocess", "in": "query", "schema": {"type": "boolean"},
+               "description": "Raw image bodies only: false skips MNIST-style preprocessing."}]
+    if action != "predict":
+        params.append({"name": "labels", "in": "query", "schema": {"type": "string"},
+                       "description": "Raw image bodies only: the image's label."})
+    if action == "loss":
+        params.append({"name": "loss", "in": "query", "schema": {"type": "string"},
+                       "description": "Raw image bodies only: the loss function."})
+    return params

@@ -1,0 +1,381 @@
+"""Request and response schemas, named after their payloads.
+
+Structure is validated by marshmallow; numbers by numpy. Pixels never pass through
+``fields.List(fields.Float())``: ``PixelBatch`` turns the nested lists into one ndarray and
+checks shape, finiteness and range on whole arrays. A request schema is built per model with
+an ``InputSpec`` (its input shape, classes and limits), so every check is against the model's
+metadata, and ``load`` returns the batch ``x`` (N, D) ready for the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+from numpy.typing import NDArray
+
+from service import images
+from service.errors import ImageTooLarge
+from training import LOSSES
+
+#: ``pixel_range`` values: what the numbers in ``inputs`` run over; each maps to its maximum.
+PIXEL_RANGES = {"0-1": 1.0, "0-255": 255.0}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What one model accepts: built once per model at start-up, read by the fields."""
+
+    input_shape: tuple[int, ...] | None = None
+    #: (H, W) an image is turned into, or None if the model does not take images.
+    image_size: tuple[int, int] | None = None
+    image_style: str = "mnist"
+    num_classes: int | None = None
+    max_batch_size: int = 1000
+    max_image_pixels: int = 4096 * 4096
+
+    @property
+    def input_size(self) -> int | None:
+        return None if self.input_shape is None else int(np.prod(self.input_shape))
+
+    def accepted_shapes(self) -> list[tuple[int, ...]]:
+        """Per-input shapes accepted in ``inputs``: the metadata's shape, flat, and the image grid."""
+        if self.input_shape is None:
+            return []
+        shapes = [self.input_shape, (self.input_size,)]
+        if self.image_size is not None:
+            shapes.append(self.image_size)
+        return list(dict.fromkeys(shapes))
+
+
+def _spec(field: fields.Field) -> InputSpec:
+    return getattr(field.root, "spec", None) or InputSpec()
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return f"{shape[0]} numbers" if len(shape) == 1 else "x".join(map(str, shape)) + " nested lists"
+
+
+# --- fields -------------------------------------------------------------------------------
+class PixelBatch(fields.Field):
+    """A batch of inputs as nested lists of numbers -> float32 ndarray (N, *shape).
+
+    One ``np.asarray`` call does the conversion; ragged rows, strings, ``null`` and all-boolean
+    lists give dtypes other than int/float and are refused. (A boolean mixed with numbers would
+    be read as 0 or 1: JSON bodies go through ``service.inputs.loads_json``, which turns booleans
+    inside arrays into ``null`` so they are refused here too.) Each input must have one of the
+    model's accepted shapes; values must be finite. The range depends on ``pixel_range`` and is
+    checked by the schema.
+    """
+
+    default_error_messages = {
+        "type": "Must be a list of inputs (each a list of numbers or a list of rows).",
+        "ragged": "Rows have different lengths: every input must have the same shape.",
+        "numbers": "Must contain only numbers (no strings, booleans or nulls).",
+        "empty": "Must hold at least one input.",
+        "too_many": "At most {max} inputs per request, got {n}.",
+        "shape": "Each input must be {accepted}; got inputs of shape {got}.",
+        "finite": "Must not contain NaN or infinite values.",
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
+                     **kwargs: Any) -> NDArray[np.float32]:
+        if not isinstance(value, list):
+            raise self.make_error("type")
+        spec = _spec(self)
+        if not value:
+            raise self.make_error("empty")
+        if len(value) > spec.max_batch_size:
+            raise self.make_error("too_many", max=spec.max_batch_size, n=len(value))
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError, OverflowError):
+            raise self.make_error("ragged") from None
+        if arr.dtype.kind not in "iuf":
+            raise self.make_error("ragged" if _is_ragged(value) else "numbers")
+        arr = arr.astype(np.float32, copy=False)
+        shape = arr.shape[1:]
+        accepted = spec.accepted_shapes()
+        if arr.ndim < 2 or (accepted and shape not in accepted):
+            raise self.make_error(
+                "shape", got="x".join(map(str, shape)) or "scalar",
+                accepted=" or ".join(map(_shape_text, accepted)) or "a list of numbers",
+            )
+        if not np.isfinite(arr).all():
+            raise self.make_error("finite")
+        return arr
+
+
+def _is_ragged(value: list[Any]) -> bool:
+    """True if the top-level rows are lists of differing lengths (only called on failures)."""
+    lengths = {len(row) if isinstance(row, list) else -1 for row in value}
+    return len(lengths) > 1 and -1 not in lengths
+
+
+class Labels(fields.Field):
+    """Class labels: integers (N,) or one-hot rows (N, C), from a list or a form string.
+
+    A string is read as JSON if it starts with ``[``, else as comma-separated integers
+    (``"3,1,4"``). Integers must be in [0, C); one-hot rows must be 0/1 with a single 1.
+    The array keeps the dtype numpy gives the list, exactly what ``TwoLayerNet`` would get.
+    """
+
+    default_error_messages = {
+        "type": "Must be a list of integer labels or of one-hot rows.",
+        "numbers": "Labels must be integers (or one-hot rows of 0 and 1).",
+        "empty": "Must hold at least one label.",
+        "range": "Integer labels must be in [0, {top}].",
+        "one_hot": "One-hot rows must have {c} columns of 0 and 1 with exactly one 1.",
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
+                     **kwargs: Any) -> NDArray:
+        if isinstance(value, str):
+            value = self._parse_text(value)
+        if not isinstance(value, list):
+            raise self.make_error("type")
+        if not value:
+            raise self.make_error("empty")
+        try:
+            t = np.asarray(value)
+        except (ValueError, TypeError, OverflowError):
+            raise self.make_error("type") from None
+        if t.dtype.kind not in "iuf" or t.ndim not in (1, 2):
+            raise self.make_error("numbers")
+        if not np.isfinite(t).all() or not (t == np.round(t)).all():
+            raise self.make_error("numbers")
+        num_classes = _spec(self).num_classes
+        if t.ndim == 1:
+            if t.min() < 0 or (num_classes is not None and t.max() >= num_classes):
+                raise self.make_error("range", top=(num_classes or 1) - 1)
+        elif ((num_classes is not None and t.shape[1] != num_classes)
+              or not np.isin(t, (0, 1)).all() or not (t.sum(axis=1) == 1).all()):
+            raise self.make_error("one_hot", c=num_classes or t.shape[1])
+        return t
+
+    def _parse_text(self, text: str) -> Any:
+        text = text.strip()
+        try:
+            if text.startswith("["):
+                return orjson.loads(text)
+            return [int(part) for part in text.split(",")]
+        except ValueError:
+            raise self.make_error("type") from None
+
+
+class ImageData(fields.Field):
+    """One image file: raw bytes (multipart, raw body) or a base64 string, data URL allowed."""
+
+    default_error_messages = {
+        "type": "Must be a base64-encoded image file.",
+        "base64": "Not valid base64.",
+        "empty": "The image is empty.",
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
+                     **kwargs: Any) -> bytes:
+        if isinstance(value, str):
+            if value.startswith("data:"):  # data:image/png;base64,... from a browser canvas
+                value = value.partition(",")[2]
+            try:
+                value = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                raise self.make_error("base64") from None
+        if not isinstance(value, bytes):
+            raise self.make_error("type")
+        if not value:
+            raise self.make_error("empty")
+        return value
+
+
+# --- requests -----------------------------------------------------------------------------
+class PredictRequestSchema(Schema):
+    """Inputs for inference: exactly one of ``inputs`` (numbers) or ``images`` (files)."""
+
+    inputs = PixelBatch(metadata={
+        "description": "A batch of inputs: each a flat list of the model's input size (784 for "
+                       "MNIST) or nested rows of its image shape (28x28). Numbers in [0, 1], or "
+                       "[0, 255] with pixel_range '0-255'. White ink on black, as in MNIST.",
+    })
+    images = fields.List(ImageData(), metadata={
+        "description": "Image files (PNG, JPEG, GIF, BMP, WebP), base64-encoded or as data URLs.",
+    })
+    pixel_range = fields.String(validate=validate.OneOf(list(PIXEL_RANGES)), metadata={
+        "description": "What the numbers in inputs run over: '0-1' (default) or '0-255'.",
+    })
+    preprocess = fields.Boolean(load_default=True, metadata={
+        "description": "Images only: apply MNIST-style preprocessing (invert light backgrounds, "
+                       "crop, fit 20x20, centre by mass). false: just grayscale and resize.",
+    })
+
+    def __init__(self, *args: Any, spec: InputSpec | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spec = spec or InputSpec()
+
+    @validates_schema
+    def _check_batch(self, data: dict[str, Any], **kwargs: Any) -> None:
+        has_inputs, has_images = "inputs" in data, "images" in data
+        if has_inputs == has_images:
+            raise ValidationError("Send exactly one of 'inputs' (numbers) or 'images' (files).",
+                                  "_schema")
+        if has_inputs:
+            top = PIXEL_RANGES[data.get("pixel_range", "0-1")]
+            x = data["inputs"]
+            if x.min() < 0 or x.max() > top:
+                hint = "" if top > 1 else "; send 0-255 values with \"pixel_range\": \"0-255\""
+                raise ValidationError(f"Values must be in [0, {top:g}]{hint}.", "inputs")
+            return
+        if "pixel_range" in data:
+            raise ValidationError("pixel_range applies to inputs, not images.", "pixel_range")
+        n = len(data["images"])
+        if n == 0:
+            raise ValidationError("Must hold at least one image.", "images")
+        if n > self.spec.max_batch_size:
+            raise ValidationError(
+                f"At most {self.spec.max_batch_size} images per request, got {n}.", "images")
+        if self.spec.image_size is None:
+            raise ValidationError("This model's inputs are not images.", "images")
+
+    @validates_schema
+    def _check_labels(self, data: dict[str, Any], **kwargs: Any) -> None:
+        batch = data.get("inputs", data.get("images"))
+        if "labels" not in data or batch is None:
+            return
+        n = len(batch)
+        if len(data["labels"]) != n:
+            raise ValidationError(f"Got {len(data['labels'])} labels for {n} inputs.", "labels")
+
+    @post_load
+    def _to_batch(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Adds ``x``: the batch (N, D) float32 in [0, 1], whatever form the inputs came in."""
+        if "inputs" in data:
+            x = data.pop("inputs")
+            top = PIXEL_RANGES[data.pop("pixel_range", "0-1")]
+            if top != 1:
+                x = x / np.float32(top)
+        else:
+            x = self._load_images(data.pop("images"), data["preprocess"])
+        data["x"] = x.reshape(len(x), -1)
+        return data
+
+    def _load_images(self, files: list[bytes], preprocess: bool) -> NDArray[np.float32]:
+        spec = self.spec
+        assert spec.image_size is not None  # checked in _check_batch
+        batch = np.empty((len(files), *spec.image_size), dtype=np.float32)
+        for i, data in enumerate(files):
+            try:
+                batch[i] = images.load_image(data, spec.image_size, spec.image_style,
+                                             preprocess=preprocess,
+                                             max_pixels=spec.max_image_pixels)
+            except images.InvalidImage as exc:
+                raise ValidationError({"images": {i: [str(exc)]}}) from None
+            except ImageTooLarge as exc:
+                exc.details = {"images": {i: [exc.message]}}
+                raise
+        return batch
+
+
+class LossRequestSchema(PredictRequestSchema):
+    labels = Labels(required=True, metadata={
+        "description": "One label per input: integer classes or one-hot rows. In a form or "
+                       "query string: '3,1,4' or a JSON array.",
+    })
+    loss = fields.String(load_default="cross_entropy", validate=validate.OneOf(LOSSES),
+                         metadata={"description": "The loss function: " + ", ".join(LOSSES)})
+
+
+class AccuracyRequestSchema(PredictRequestSchema):
+    labels = Labels(required=True, metadata={
+        "description": "One label per input: integer classes or one-hot rows. In a form or "
+                       "query string: '3,1,4' or a JSON array.",
+    })
+
+
+# --- responses (built as dicts on the hot path; these document and test them) ------------
+class PredictionSchema(Schema):
+    label = fields.Integer(required=True, metadata={"description": "Index of the likeliest class."})
+    class_name = fields.String(required=True)
+    probabilities = fields.List(fields.Float(), required=True,
+                                metadata={"description": "One per class, summing to 1."})
+
+
+class PredictResponseSchema(Schema):
+    model = fields.String(required=True)
+    version = fields.String(required=True, metadata={"description": "Hash of the model file."})
+    predictions = fields.List(fields.Nested(PredictionSchema), required=True)
+
+
+class LossResponseSchema(Schema):
+    model = fields.String(required=True)
+    version = fields.String(required=True)
+    loss_name = fields.String(required=True, validate=validate.OneOf(LOSSES))
+    loss = fields.Float(required=True, metadata={"description": "Mean loss over the batch."})
+    count = fields.Integer(required=True)
+
+
+class AccuracyResponseSchema(Schema):
+    model = fields.String(required=True)
+    version = fields.String(required=True)
+    accuracy = fields.Float(required=True)
+    correct = fields.Integer(required=True)
+    count = fields.Integer(required=True)
+
+
+class ModelInfoSchema(Schema):
+    name = fields.String(required=True)
+    version = fields.String(required=True)
+    input_shape = fields.List(fields.Integer(), required=True)
+    input_size = fields.Integer(required=True)
+    hidden_size = fields.Integer(required=True)
+    class_names = fields.List(fields.String(), required=True)
+    num_classes = fields.Integer(required=True)
+    dtype = fields.String(required=True)
+    accepts_images = fields.Boolean(required=True)
+    image_preprocessing = fields.String(required=True)
+    pixel_preprocessing = fields.Raw(allow_none=True)
+    dataset = fields.Raw(allow_none=True)
+    metrics = fields.Raw(allow_none=True)
+    created_at = fields.String(allow_none=True)
+    metadata = fields.Dict(required=True, metadata={"description": "The file's full metadata."})
+
+
+class ModelListResponseSchema(Schema):
+    default_model = fields.String(required=True)
+    models = fields.List(fields.Nested(ModelInfoSchema), required=True)
+
+
+class StatusResponseSchema(Schema):
+    status = fields.String(required=True)
+    default_model = fields.String()
+    models = fields.List(fields.String())
+
+
+class ErrorBodySchema(Schema):
+    status = fields.Integer(required=True)
+    code = fields.String(required=True, metadata={"description": "Stable machine-readable code."})
+    message = fields.String(required=True)
+    details = fields.Raw(metadata={"description": "Per-field messages for validation errors."})
+
+
+class ErrorResponseSchema(Schema):
+    error = fields.Nested(ErrorBodySchema, required=True)
+
+
+@dataclass(frozen=True)
+class RequestSchemas:
+    """The request schemas of one model, built once."""
+
+    predict: PredictRequestSchema
+    loss: LossRequestSchema
+    accuracy: AccuracyRequestSchema
+
+    @classmethod
+    def for_spec(cls, spec: InputSpec) -> RequestSchemas:
+        return cls(PredictRequestSchema(spec=spec), LossRequestSchema(spec=spec),
+                   AccuracyRequestSchema(spec=spec))

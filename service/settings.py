@@ -1,0 +1,111 @@
+"""Service settings: one frozen dataclass, built once from environment variables and checked.
+
+Variable names are the plain, conventional ones (``PORT`` and ``WEB_CONCURRENCY`` are what
+container platforms set). A bad value raises ``SettingsError`` whose message is one line naming
+the variable, so start-up fails before the first request instead of on it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from service.errors import StartupError
+
+MIB = 1024 * 1024
+#: Environment variable for each setting (the dataclass field of the same meaning).
+ENV_NAMES = {
+    "model_dir": "MODEL_DIR",
+    "default_model": "DEFAULT_MODEL",
+    "host": "HOST",
+    "port": "PORT",
+    "workers": "WEB_CONCURRENCY",
+    "threads": "WORKER_THREADS",
+    "timeout": "TIMEOUT",
+    "graceful_timeout": "GRACEFUL_TIMEOUT",
+    "max_batch_size": "MAX_BATCH_SIZE",
+    "max_request_bytes": "MAX_REQUEST_BYTES",
+    "max_image_pixels": "MAX_IMAGE_PIXELS",
+    "access_log": "ACCESS_LOG",
+    "bench_noop": "BENCH_NOOP",
+}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class SettingsError(StartupError):
+    """A setting is missing its meaning: the message names the variable and the bad value."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service and its gunicorn configuration read from the environment."""
+
+    model_dir: Path = Path("models")
+    default_model: str = "mnist"
+    host: str = "0.0.0.0"
+    port: int = 8000
+    workers: int = 2
+    #: 1 runs gunicorn's sync worker; more runs gthread with this many threads per worker.
+    threads: int = 1
+    timeout: int = 30
+    graceful_timeout: int = 10
+    max_batch_size: int = 1000
+    max_request_bytes: int = 16 * MIB
+    #: Width x height above which an image is refused with 413 before it is decoded.
+    max_image_pixels: int = 4096 * 4096
+    access_log: bool = False
+    #: Adds POST /_bench/noop, the framework floor that bench/serve_load.sh measures against.
+    bench_noop: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_dir", Path(self.model_dir))
+        if not self.default_model or "/" in self.default_model:
+            raise SettingsError(f"DEFAULT_MODEL must be a model name, got {self.default_model!r}")
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"PORT must be in [0, 65535], got {self.port}")
+        for name in ("workers", "threads", "timeout", "graceful_timeout", "max_batch_size",
+                     "max_request_bytes", "max_image_pixels"):
+            value = getattr(self, name)
+            if value < 1:
+                raise SettingsError(f"{ENV_NAMES[name]} must be a positive integer, got {value}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``environ`` (default ``os.environ``); unset variables keep defaults."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            env_name = ENV_NAMES[field.name]
+            raw = environ.get(env_name)
+            if raw is None:
+                continue
+            default = field.default
+            if isinstance(default, bool):
+                values[field.name] = _parse_bool(env_name, raw)
+            elif isinstance(default, int):
+                values[field.name] = _parse_int(env_name, raw)
+            elif raw.strip():
+                values[field.name] = raw.strip()
+            else:
+                raise SettingsError(f"{env_name} is set but empty")
+        return cls(**values)
+
+
+def _parse_int(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{name} must be one of 1/0, true/false, yes/no, on/off; got {raw!r}")
