@@ -21,6 +21,8 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        # mkstemp makes the file 0600; give it the mode an ordinary open() would (0666 & ~umask)
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
@@ -42,6 +44,12 @@ def atomic_write_with(path: str | os.PathLike[str], write: Callable[[IO[bytes]],
     """Call ``write(fileobj)`` and publish the result atomically at ``path``."""
     with atomic_writer(path) as fh:
         write(fh)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -19,3 +19,13 @@ def test_successful_write_replaces_and_creates_parents(tmp_path):
     atomic_write_bytes(target, b"two")
     assert target.read_bytes() == b"two"
     assert [p.name for p in target.parent.iterdir()] == ["file.bin"]
+
+
+def test_written_files_get_the_ordinary_mode(tmp_path):
+    import os
+    import stat
+
+    atomic_write_bytes(tmp_path / "f", b"x")
+    (tmp_path / "g").write_bytes(b"x")
+    mode = stat.S_IMODE(os.stat(tmp_path / "f").st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "g").st_mode)
