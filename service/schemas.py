@@ -79,8 +79,9 @@ class PixelBatch(fields.Field):
         "ragged": "Rows have different lengths: every input must have the same shape.",
         "numbers": "Must contain only numbers (no strings, booleans or nulls).",
         "empty": "Must hold at least one input.",
+        "unbatched": "Must be a batch: a list of inputs, e.g. [[0.0, ...]] for one input.",
         "too_many": "At most {max} inputs per request, got {n}.",
-        "shape": "Each input must be {accepted}; got inputs of shape {got}.",
+        "shape": "Each input must be {accepted}; got {got}.",
         "finite": "Must not contain NaN or infinite values.",
     }
 
@@ -91,6 +92,8 @@ class PixelBatch(fields.Field):
         spec = _spec(self)
         if not value:
             raise self.make_error("empty")
+        if not isinstance(value[0], list):
+            raise self.make_error("unbatched")
         if len(value) > spec.max_batch_size:
             raise self.make_error("too_many", max=spec.max_batch_size, n=len(value))
         try:
@@ -104,7 +107,7 @@ class PixelBatch(fields.Field):
         accepted = spec.accepted_shapes()
         if arr.ndim < 2 or (accepted and shape not in accepted):
             raise self.make_error(
-                "shape", got="x".join(map(str, shape)) or "scalar",
+                "shape", got=_shape_text(shape) if shape else "single numbers, not inputs",
                 accepted=" or ".join(map(_shape_text, accepted)) or "a list of numbers",
             )
         if not np.isfinite(arr).all():

@@ -1,0 +1,113 @@
+"""The error contract through the Flask test client: every mistake, one JSON shape, never 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from error_contract import CASES, Case
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.exceptions import InternalServerError
+
+from service.errors import APIError, StartupError, error_response
+
+
+def assert_error_shape(status: int, content_type: str | None, body: Any, case: Case) -> None:
+    """The one error shape: {"error": {"status", "code", "message"[, "details"]}}."""
+    assert (status, body["error"]["code"] if isinstance(body, dict) and "error" in body
+            else body) == (case.status, case.code)
+    assert content_type is not None and content_type.startswith("application/json")
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert set(error) <= {"status", "code", "message", "details"}
+    assert error["status"] == case.status
+    assert isinstance(error["message"], str) and error["message"]
+    if case.detail is not None:
+        assert case.detail in error["details"], error
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_error_contract(client: FlaskClient, case: Case) -> None:
+    response = client.open(case.path, method=case.method, data=case.body, headers=case.headers)
+    assert_error_shape(response.status_code, response.content_type, response.get_json(), case)
+
+
+def test_case_ids_are_unique() -> None:
+    ids = [c.id for c in CASES]
+    assert len(ids) == len(set(ids))
+
+
+def test_405_names_the_allowed_methods(client: FlaskClient) -> None:
+    response = client.get("/v1/models/mnist/accuracy")
+    assert response.status_code == 405
+    assert "POST" in response.headers["Allow"]
+
+
+def test_validation_details_are_marshmallow_messages(client: FlaskClient) -> None:
+    response = client.post("/predict", json={"inputs": [[0.0] * 10]})
+    details = response.get_json()["error"]["details"]
+    assert list(details) == ["inputs"]
+    assert details["inputs"] == [
+        "Each input must be 28x28 nested lists or 784 numbers; got 10 numbers."
+    ]
+
+
+def test_an_image_error_names_the_image(client: FlaskClient) -> None:
+    import base64
+
+    from service_testkit import drawn_digit, png_bytes
+
+    good = base64.b64encode(png_bytes(drawn_digit("1"))).decode()
+    response = client.post("/predict", json={"images": [good, good, "aGVsbG8="]})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["details"] == {
+        "images": {"2": ["not a PNG, JPEG, GIF, BMP or WebP image"]}
+    }
+
+
+@pytest.fixture
+def failing_app(settings: Any) -> Flask:
+    """The real app plus routes that fail the ways a bug would."""
+    from service import create_app
+
+    app = create_app(settings)
+
+    @app.get("/_test/bug")
+    def bug() -> None:
+        raise RuntimeError("a bug")
+
+    @app.get("/_test/abort")
+    def abort_500() -> None:
+        raise InternalServerError()
+
+    @app.get("/_test/domain")
+    def domain() -> None:
+        raise APIError("a teapot refused", {"why": ["tea"]})
+
+    return app
+
+
+@pytest.mark.parametrize(("path", "status", "code"), [
+    ("/_test/bug", 500, "internal_error"),
+    ("/_test/abort", 500, "internal_error"),
+    ("/_test/domain", 400, "bad_request"),
+])
+def test_server_faults_use_the_same_shape(failing_app: Flask, path: str, status: int,
+                                          code: str, caplog: pytest.LogCaptureFixture) -> None:
+    response = failing_app.test_client().get(path)
+    body = response.get_json()
+    assert (response.status_code, body["error"]["code"]) == (status, code)
+    assert body["error"]["status"] == status
+    if path == "/_test/bug":
+        assert "a bug" not in response.get_data(as_text=True)  # no internals leak out
+        assert "unhandled error" in caplog.text
+
+
+def test_error_response_writes_integer_keys() -> None:
+    response = error_response(422, "validation_error", "bad", {"images": {0: ["x"]}})
+    assert response.get_json()["error"]["details"] == {"images": {"0": ["x"]}}
+
+
+def test_startup_error_is_not_an_api_error() -> None:
+    assert not issubclass(StartupError, APIError)

@@ -1,0 +1,178 @@
+"""A real gunicorn on a loopback port: the same contract over HTTP, and start-up failures."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from error_contract import CASES, Case
+from flask.testing import FlaskClient
+from service_testkit import TEST_MAX_BATCH, TEST_MAX_REQUEST_BYTES, drawn_digit, png_bytes
+from test_errors import assert_error_shape
+
+REPO = Path(__file__).resolve().parents[2]
+CONF = REPO / "gunicorn.conf.py"
+START_TIMEOUT = 30.0
+LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
+
+
+def gunicorn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """gunicorn with the repo's config on an ephemeral loopback port (bound by gunicorn: no race)."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(CONF), "--bind", "127.0.0.1:0"],
+            cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+        )
+
+
+def wait_ready(proc: subprocess.Popen[bytes], log: Path) -> str:
+    deadline = time.monotonic() + START_TIMEOUT
+    url = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"gunicorn exited with {proc.returncode}:\n{log.read_text()}")
+        if url is None and (match := LISTENING.search(log.read_text())):
+            url = f"http://127.0.0.1:{match.group(1)}"
+        if url is not None:
+            try:
+                if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    return url
+            except requests.ConnectionError:
+                pass
+        time.sleep(0.1)
+    pytest.fail(f"gunicorn not ready after {START_TIMEOUT}s:\n{log.read_text()}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+@pytest.fixture(scope="module")
+def server_env(model_dir: Path) -> dict[str, str]:
+    return {
+        "MODEL_DIR": str(model_dir),
+        "DEFAULT_MODEL": "mnist",
+        "MAX_BATCH_SIZE": str(TEST_MAX_BATCH),
+        "MAX_REQUEST_BYTES": str(TEST_MAX_REQUEST_BYTES),
+        "WEB_CONCURRENCY": "2",
+    }
+
+
+@pytest.fixture(scope="module")
+def server(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    proc = gunicorn(server_env, log)
+    try:
+        yield wait_ready(proc, log)
+    finally:
+        if proc.poll() is None:
+            assert stop(proc) == 0, log.read_text()
+        assert "Traceback" not in log.read_text()
+
+
+# --- the contract over HTTP ---------------------------------------------------------------
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_error_contract_over_http(server: str, case: Case) -> None:
+    response = requests.request(case.method, server + case.path, data=case.body,
+                                headers=case.headers, timeout=10)
+    assert_error_shape(response.status_code, response.headers.get("Content-Type"),
+                       response.json(), case)
+
+
+def test_same_answers_as_the_test_client(server: str, client: FlaskClient) -> None:
+    payload = {"inputs": [[0.0] * 784, [0.5] * 784]}
+    over_http = requests.post(f"{server}/predict", json=payload, timeout=10)
+    assert over_http.status_code == 200
+    assert over_http.headers["Content-Type"] == "application/json"
+    assert over_http.json() == client.post("/predict", json=payload).get_json()
+
+
+def test_image_uploads_over_http(server: str) -> None:
+    png = png_bytes(drawn_digit("7"))
+    raw = requests.post(f"{server}/v1/models/mnist/predict", data=png,
+                        headers={"Content-Type": "image/png"}, timeout=10).json()
+    form = requests.post(f"{server}/accuracy", files=[("image", ("7.png", png, "image/png"))],
+                         data={"labels": "7"}, timeout=10).json()
+    encoded = requests.post(f"{server}/predict", timeout=10,
+                            json={"images": [base64.b64encode(png).decode()]}).json()
+    assert raw["predictions"][0]["label"] == 7
+    assert (form["accuracy"], form["count"]) == (1.0, 1)
+    assert encoded["predictions"] == raw["predictions"]
+
+
+def test_health_models_and_docs_over_http(server: str) -> None:
+    assert requests.get(f"{server}/healthz", timeout=5).json() == {"status": "ok"}
+    assert requests.get(f"{server}/v1/models", timeout=5).json()["default_model"] == "mnist"
+    assert "paths" in requests.get(f"{server}/openapi.json", timeout=5).json()
+    assert requests.get(f"{server}/docs", timeout=5).headers["Content-Type"].startswith(
+        "text/html")
+
+
+# --- start-up and shutdown ----------------------------------------------------------------
+def _broken_model_dir(tmp_path: Path, model_dir: Path) -> Path:
+    (tmp_path / "mnist.npz").write_bytes((model_dir / "mnist.npz").read_bytes()[:500])
+    return tmp_path
+
+
+@pytest.mark.parametrize("env,line", [
+    ({"MODEL_DIR": "/nonexistent/models"}, "error: MODEL_DIR /nonexistent/models: no such directory"),
+    ({"DEFAULT_MODEL": "digits"}, "error: DEFAULT_MODEL 'digits' is not in"),
+    ({"MODEL_DIR": "BROKEN"}, "error: {broken}/mnist.npz: "),
+    # (not WEB_CONCURRENCY: gunicorn itself parses that one, with a traceback, before us)
+    ({"MAX_BATCH_SIZE": "many"}, "error: MAX_BATCH_SIZE must be an integer, got 'many'"),
+], ids=["missing-dir", "missing-default", "broken-model", "bad-setting"])
+def test_bad_start_exits_non_zero_with_one_line(server_env: dict[str, str], model_dir: Path,
+                                                tmp_path: Path, env: dict[str, str],
+                                                line: str) -> None:
+    broken = _broken_model_dir(tmp_path, model_dir)
+    env = {k: str(broken) if v == "BROKEN" else v for k, v in env.items()}
+    log = tmp_path / "gunicorn.log"
+    proc = gunicorn({**server_env, **env}, log)
+    try:
+        code = proc.wait(timeout=START_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = log.read_text()
+    assert code != 0, output
+    errors = [ln for ln in output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, output
+    assert errors[0].startswith(line.format(broken=broken)), output
+    assert "Traceback" not in output
+    assert "Booting worker" not in output  # stopped in the master, before any worker
+
+
+def test_the_wsgi_module_exits_4_so_gunicorn_stops_instead_of_respawning(tmp_path: Path) -> None:
+    """If a model breaks between the master's check and a worker's load (e.g. on HUP)."""
+    result = subprocess.run([sys.executable, "-c", "import service.wsgi"], cwd=REPO,
+                            env={**os.environ, "MODEL_DIR": str(tmp_path)},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 4
+    assert result.stderr.strip().splitlines() == [
+        f"error: MODEL_DIR {tmp_path}: no .npz model files in it"]
+
+
+def test_sigterm_stops_gracefully(server_env: dict[str, str], tmp_path: Path) -> None:
+    log = tmp_path / "gunicorn.log"
+    proc = gunicorn(server_env, log)
+    try:
+        wait_ready(proc, log)
+    finally:
+        code = stop(proc)
+    assert code == 0
+    assert "Shutting down: Master" in log.read_text()
