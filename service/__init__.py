@@ -9,6 +9,7 @@ from __future__ import annotations
 import orjson
 from flask import Flask
 
+from service.demo import demo
 from service.errors import StartupError, register_error_handlers
 from service.openapi import build_openapi
 from service.registry import load_registry
@@ -45,4 +46,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     register_error_handlers(app)
     register_views(app, settings)
+    app.register_blueprint(demo)
     return app

@@ -9,6 +9,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import fields
 
 from service import schemas
+from service.demo import PreprocessResponseSchema
 from service.images import IMAGE_MIMETYPES
 from service.registry import Registry
 
@@ -45,6 +46,8 @@ _OPERATIONS = {
              "Mean loss over the batch, as TwoLayerNet.loss computes it."),
     "accuracy": ("AccuracyRequest", "AccuracyResponse",
                  "Accuracy, correct count and count, as TwoLayerNet.accuracy computes it."),
+    "preprocess": ("PredictRequest", "PreprocessResponse",
+                   "The model's inputs as predict computes them, e.g. the 28x28 field of an image."),
 }
 
 
@@ -74,6 +77,7 @@ def build_openapi(registry: Registry) -> dict[str, Any]:
         ("PredictResponse", schemas.PredictResponseSchema),
         ("LossResponse", schemas.LossResponseSchema),
         ("AccuracyResponse", schemas.AccuracyResponseSchema),
+        ("PreprocessResponse", PreprocessResponseSchema),
         ("ModelInfo", schemas.ModelInfoSchema),
         ("ModelList", schemas.ModelListResponseSchema),
         ("Status", schemas.StatusResponseSchema),

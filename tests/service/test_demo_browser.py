@@ -1,0 +1,290 @@
+"""The demo page end to end: a real headless Chromium, driven by Playwright, against a real gunicorn.
+
+The digits are drawn stroke by stroke with the mouse, and recognised by the shipped models in
+``models/`` (a test of real recognition needs a real model). The page is also loaded through a
+proxy that strips a path prefix, as nginx's ``location /prefix/ { proxy_pass http://app/; }``
+does. Needs Debian's ``chromium`` (or ``CHROMIUM=/path``) and ``pip install playwright``; the
+module is skipped, saying which is missing, where they are not installed.
+
+``UPDATE_SCREENSHOT=1`` also writes the README's screenshot, ``docs/demo.png``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+from service_testkit import DIGITS, FASHION_CLASSES, drawn_digit, png_bytes
+from test_gunicorn import gunicorn, stop, wait_ready
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api",
+    reason="Playwright for Python is not installed (pip install playwright): "
+           "the browser test of the demo page needs it",
+)
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+if not Path(CHROMIUM).is_file():
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM=path): "
+                "the browser test of the demo page needs it", allow_module_level=True)
+
+expect = sync_api.expect
+ROOT = Path(__file__).resolve().parents[2]
+MODEL_DIR = ROOT / "models"
+SCREENSHOT = ROOT / "docs" / "demo.png"
+PREFIX = "/some/prefix"
+#: Headless; no sandbox (CI runs as root); no GPU; no background calls out (the network is closed).
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+# Strokes in the 280x280 canvas's pixels, as a person draws them.
+ONE = [[(150, 45), (148, 90), (145, 140), (142, 190), (140, 235)]]
+SEVEN = [[(70, 62), (110, 58), (160, 58), (210, 60)],               # the bar, then
+         [(210, 60), (190, 100), (168, 145), (148, 195), (135, 240)]]  # the stem: two strokes
+
+
+# --- servers ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """gunicorn serving the shipped models on a loopback port; yields the page's URL."""
+    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    process = gunicorn({"MODEL_DIR": str(MODEL_DIR), "DEFAULT_MODEL": "mnist",
+                        "WEB_CONCURRENCY": "2", "WORKER_THREADS": "1"}, log)
+    try:
+        yield wait_ready(process, log) + "/"
+    finally:
+        stop(process)
+
+
+class _PrefixStrippingProxy(BaseHTTPRequestHandler):
+    """``PREFIX/anything`` -> ``upstream/anything``, as a reverse proxy mounting the app does."""
+
+    upstream: tuple[str, int]
+    hop_by_hop = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+                  "proxy-authorization", "proxy-authenticate", "host"}
+
+    def _forward(self) -> None:
+        if not self.path.startswith(PREFIX + "/"):
+            self.send_error(404, "outside the proxied prefix")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in self.hop_by_hop}
+        headers["X-Forwarded-Prefix"] = PREFIX
+        upstream = http.client.HTTPConnection(*self.upstream, timeout=10)
+        try:
+            upstream.request(self.command, self.path[len(PREFIX):], body=body, headers=headers)
+            answer = upstream.getresponse()
+            data = answer.read()
+        finally:
+            upstream.close()
+        self.send_response(answer.status, answer.reason)
+        for key, value in answer.getheaders():
+            if key.lower() not in self.hop_by_hop and key.lower() != "content-length":
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _forward
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        pass
+
+
+@pytest.fixture(scope="module")
+def proxied(server: str) -> Iterator[str]:
+    """The page's URL through a proxy that strips ``PREFIX``."""
+    host, port = server.removeprefix("http://").rstrip("/").split(":")
+    handler = type("Proxy", (_PrefixStrippingProxy,), {"upstream": (host, int(port))})
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{proxy.server_address[1]}{PREFIX}/"
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join()
+
+
+# --- the browser ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh page; fails the test on a script error or a console error (CSP violations too)."""
+    context = browser.new_context(viewport={"width": 880, "height": 640})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
+    page.on("console", lambda msg: problems.append(f"console: {msg.text}")
+            if msg.type == "error" and "Failed to load resource" not in msg.text else None)
+    yield page
+    context.close()
+    assert not problems
+
+
+def open_demo(page: Any, url: str) -> None:
+    page.goto(url)
+    expect(page.locator("#model")).to_be_enabled()
+
+
+def draw(page: Any, strokes: list[list[tuple[int, int]]]) -> None:
+    """Draw with the mouse, stroke by stroke; each stroke must send one predict request."""
+    box = page.locator("#canvas").bounding_box()
+    for stroke in strokes:
+        with page.expect_response(lambda r: r.url.endswith("/predict")) as answer:
+            x, y = stroke[0]
+            page.mouse.move(box["x"] + x, box["y"] + y)
+            page.mouse.down()
+            for _, (x, y) in pairwise(stroke):
+                page.mouse.move(box["x"] + x, box["y"] + y, steps=6)
+            page.mouse.up()
+        answer.value.finished()
+    expect(page.locator("#result")).not_to_have_class(re.compile(r"\bbusy\b"))
+
+
+def seen_ink(page: Any) -> float:
+    """The total brightness of the 'what the model sees' canvas."""
+    return float(page.evaluate("""() => {
+        const c = document.getElementById("seen");
+        const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+        let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s / 255;
+    }"""))
+
+
+# --- tests ------------------------------------------------------------------------------------
+def test_drawn_digits_are_recognised(page: Any, server: str, tmp_path: Path) -> None:
+    open_demo(page, server)
+    options = page.locator("#model option").all_inner_texts()
+    assert sorted(options) == ["fashion-mnist", "mnist"]
+    assert page.locator("#model").input_value() == "mnist"
+
+    draw(page, ONE)
+    expect(page.locator("#prediction")).to_have_text("1")
+    assert page.locator("#bars li").all_inner_texts()[1].startswith("1")
+    assert seen_ink(page) > 10
+
+    page.click("#clear")
+    expect(page.locator("#prediction")).to_have_text("–")
+    assert page.locator("#bars li").count() == 0
+
+    draw(page, SEVEN)
+    expect(page.locator("#prediction")).to_have_text("7")
+    expect(page.locator("#bars li")).to_have_count(len(DIGITS))
+    expect(page.locator("#bars li.top .name")).to_have_text("7")
+    expect(page.locator("#error")).to_be_hidden()
+
+    shot = tmp_path / "demo.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    assert shot.read_bytes().startswith(b"\x89PNG")
+    if os.environ.get("UPDATE_SCREENSHOT") == "1":
+        shutil.copyfile(shot, SCREENSHOT)
+
+    # Another model: the same drawing is sent again and answered with that model's classes.
+    with page.expect_response(lambda r: "/v1/models/fashion-mnist/predict" in r.url):
+        page.select_option("#model", "fashion-mnist")
+    expect(page.locator("#result")).not_to_have_class(re.compile(r"\bbusy\b"))
+    assert page.locator("#prediction").inner_text() in FASHION_CLASSES
+    expect(page.locator("#bars li")).to_have_count(len(FASHION_CLASSES))
+
+
+def test_an_uploaded_image_shows_its_preprocessed_input(page: Any, server: str,
+                                                        tmp_path: Path) -> None:
+    photo = tmp_path / "seven.png"
+    photo.write_bytes(png_bytes(drawn_digit("7", size=400, offset=(80, -40))))
+    open_demo(page, server)
+    draw(page, ONE)
+    page.click("#tab-file")
+    expect(page.locator("#panel-file")).to_be_visible()
+    expect(page.locator("#canvas")).to_be_hidden()
+    expect(page.locator("#prediction")).to_have_text("–")
+
+    with page.expect_response(lambda r: r.url.endswith("/preprocess")):
+        page.set_input_files("#file", str(photo))
+    expect(page.locator("#result")).not_to_have_class(re.compile(r"\bbusy\b"))
+    expect(page.locator("#prediction")).to_have_text("7")
+    expect(page.locator("#original")).to_be_visible()
+    expect(page.locator("#seen-shape")).to_have_text("28×28")
+    assert seen_ink(page) > 10
+
+    page.click("#tab-draw")  # the drawing is still there, and is answered again
+    expect(page.locator("#prediction")).to_have_text("1")
+
+
+def test_an_api_error_is_shown_in_plain_words(page: Any, server: str, tmp_path: Path) -> None:
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("a shopping list, not a digit\n")
+    open_demo(page, server)
+    page.click("#tab-file")
+    page.set_input_files("#file", str(not_an_image))
+    expect(page.locator("#error")).to_have_text(
+        "The server could not use this input: Not a PNG, JPEG, GIF, BMP or WebP image.")
+    expect(page.locator("#prediction")).to_have_text("–")
+
+
+def test_a_401_asks_for_the_access_token_and_the_token_is_sent(page: Any, server: str) -> None:
+    open_demo(page, server)
+    page.route("**/v1/models/*/predict", lambda route: route.fulfill(
+        status=401, content_type="application/json",
+        body='{"error": {"status": 401, "code": "unauthorized", "message": "token required"}}'))
+    draw(page, ONE)
+    expect(page.locator("#error")).to_contain_text("This server needs an access token")
+    page.unroute("**/v1/models/*/predict")
+
+    page.fill("#token", "s3cret")
+    with page.expect_request(lambda r: r.url.endswith("/predict")) as sent:
+        page.press("#token", "Enter")  # a change event: the last drawing is sent again
+    assert sent.value.headers.get("authorization") == "Bearer s3cret"
+    expect(page.locator("#prediction")).to_have_text("1")
+    expect(page.locator("#error")).to_be_hidden()
+    assert page.evaluate("sessionStorage.getItem('digits-demo-token')") == "s3cret"
+
+    with page.expect_request(lambda r: r.url.endswith("/v1/models")) as listed:
+        page.reload()  # the token is kept for the tab's session, and sent with every call
+    assert listed.value.headers.get("authorization") == "Bearer s3cret"
+    assert page.locator("#token").input_value() == "s3cret"
+
+
+def test_a_network_failure_says_so(page: Any, server: str) -> None:
+    open_demo(page, server)
+    page.route("**/v1/models/*/predict", lambda route: route.abort("connectionrefused"))
+    box = page.locator("#canvas").bounding_box()
+    page.mouse.move(box["x"] + 140, box["y"] + 50)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 140, box["y"] + 230, steps=10)
+    page.mouse.up()
+    expect(page.locator("#error")).to_contain_text("Could not reach the server")
+
+
+def test_the_page_works_under_a_path_prefix_behind_a_proxy(page: Any, proxied: str) -> None:
+    urls: list[str] = []
+    page.on("request", lambda r: urls.append(r.url))
+    open_demo(page, proxied)
+    draw(page, ONE)
+    expect(page.locator("#prediction")).to_have_text("1")
+    assert {u.split("?")[0] for u in urls} >= {
+        proxied, proxied + "static/demo/demo.css", proxied + "static/demo/demo.js",
+        proxied + "v1/models", proxied + "v1/models/mnist/predict",
+        proxied + "v1/models/mnist/preprocess",
+    }
+    assert all(u.startswith(proxied) for u in urls), urls
