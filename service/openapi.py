@@ -123,6 +123,12 @@ def build_openapi(registry: Registry) -> dict[str, Any]:
             "summary": summary, "tags": ["health"], "operationId": path.strip("/"),
             "responses": {"200": {"description": "OK", "content": _json_ref("Status")}},
         }})
+    spec.path(path="/", operations={"get": {
+        "summary": "The browser demo: draw a digit, see the prediction.", "tags": ["demo"],
+        "operationId": "demo_page",
+        "responses": {"200": {"description": "An HTML page",
+                              "content": {"text/html": {"schema": {"type": "string"}}}}},
+    }})
     return spec.to_dict()
 
 
