@@ -1,6 +1,6 @@
 """Request bodies -> the plain dict a request schema loads, whatever the content type.
 
-* ``application/json``: the body, parsed with orjson;
+* ``application/json``: the body, parsed by simdjson (see ``loads_json``);
 * ``multipart/form-data``: the form fields, plus every uploaded file as ``images``;
 * ``image/png`` (jpeg, gif, bmp, webp): the body is the one image; options come from the query
   string (``?preprocess=false``, ``?labels=3``).
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import orjson
+import simdjson
 from flask import Request
 
 from service.errors import InvalidJSON, UnsupportedMediaType
@@ -20,6 +20,28 @@ from service.images import IMAGE_MIMETYPES
 JSON_MIMETYPE = "application/json"
 FORM_MIMETYPE = "multipart/form-data"
 _SUPPORTED = f"{JSON_MIMETYPE}, {FORM_MIMETYPE} or image/png|jpeg|gif|bmp|webp"
+
+
+class JsonArray:
+    """The ``inputs`` array as the parser left it: numbers not yet turned into Python objects.
+
+    ``PixelBatch`` copies the numbers straight into numpy when the structure is provably a
+    rectangular batch of numbers, else falls back to ``to_list()`` and numpy's own checks.
+    ``brackets`` is how many ``[`` the body has outside the other values: the ones in this
+    array, plus any inside strings (which only makes the fast path step aside).
+    """
+
+    __slots__ = ("array", "brackets")
+
+    def __init__(self, array: simdjson.Array, brackets: int) -> None:
+        self.array = array
+        self.brackets = brackets
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def to_list(self) -> list[Any]:
+        return _plain(self.array, in_array=False)  # type: ignore[no-any-return]
 
 
 def request_payload(request: Request) -> Any:
@@ -43,31 +65,75 @@ def request_payload(request: Request) -> Any:
 
 
 def loads_json(body: bytes) -> Any:
-    """Parse a JSON body with orjson, keeping the validators strict about two things it can't see.
+    """Parse a JSON body; ``inputs`` stays a ``JsonArray``, everything else becomes Python.
+
+    simdjson parses a batch of 100 digits 2-3x faster than orjson plus ``np.asarray``, and
+    ``PixelBatch`` reads the numbers without making 78,400 Python floats. Two things are made
+    visible to the validators that JSON parsers hide:
 
     * ``NaN``, ``Infinity`` and numbers like ``1e999`` (Python's ``json.dumps`` writes them) are
-      not JSON, so orjson refuses them; they are re-read with the json module so the client gets
-      the precise 422 "must be finite" instead of 400 "not JSON".
+      not JSON; such a body is re-read with the json module, so the client gets the precise
+      422 "must be finite" instead of 400 "not JSON";
     * numpy reads ``true`` as 1 in a list of numbers, so booleans inside arrays become ``None``,
-      which the number fields refuse. The scan only runs when the body has a ``true``/``false``.
+      which the number fields refuse (the fast path refuses booleans by itself).
     """
     try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        doc = simdjson.Parser().parse(body)
+    except ValueError:  # includes UnicodeDecodeError
+        return _loads_lenient(body)
+    if not isinstance(doc, simdjson.Object):
+        return _plain(doc, in_array=False)
+    payload: dict[str, Any] = {}
+    inputs = None
+    for key in doc:  # (not items(): it would convert everything to Python)
+        value = doc[key]
+        if key == "inputs" and isinstance(value, simdjson.Array):
+            inputs = value
+        else:
+            payload[key] = _plain(value, in_array=False)
+    if inputs is not None:
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
-    if b"true" in body or b"false" in body:
-        payload = _nulls_for_bools(payload, in_array=False)
+            others = _count_lists(payload)  # lists in the other values; keys checked too
+            brackets = body.count(b"[") - others
+        except _BracketInString:
+            brackets = -1  # the count proves nothing: PixelBatch takes the exact path
+        payload["inputs"] = JsonArray(inputs, brackets)
     return payload
 
 
-def _nulls_for_bools(value: Any, in_array: bool) -> Any:
+def _loads_lenient(body: bytes) -> Any:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
+    return _plain(payload, in_array=False)
+
+
+def _plain(value: Any, in_array: bool) -> Any:
+    """Python objects for a parsed value, with ``None`` for booleans inside arrays."""
+    if isinstance(value, simdjson.Array):
+        value = value.as_list()
+    elif isinstance(value, simdjson.Object):
+        value = value.as_dict()
     if isinstance(value, bool):
         return None if in_array else value
     if isinstance(value, list):
-        return [_nulls_for_bools(v, True) for v in value]
+        return [_plain(v, True) for v in value]
     if isinstance(value, dict):
-        return {k: _nulls_for_bools(v, False) for k, v in value.items()}
+        return {k: _plain(v, False) for k, v in value.items()}
     return value
+
+
+class _BracketInString(Exception):
+    pass
+
+
+def _count_lists(value: Any) -> int:
+    """How many lists a plain value holds; raises ``_BracketInString`` if a string has a ``[``."""
+    if isinstance(value, list):
+        return 1 + sum(_count_lists(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_count_lists(k) + _count_lists(v) for k, v in value.items())
+    if isinstance(value, str) and "[" in value:
+        raise _BracketInString
+    return 0

@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 from numpy.typing import NDArray
 
 from service import images
 from service.errors import ImageTooLarge
+from service.inputs import JsonArray
 from training import LOSSES
 
 #: ``pixel_range`` values: what the numbers in ``inputs`` run over; each maps to its maximum.
@@ -40,18 +44,23 @@ class InputSpec:
     max_batch_size: int = 1000
     max_image_pixels: int = 4096 * 4096
 
-    @property
+    @cached_property
     def input_size(self) -> int | None:
-        return None if self.input_shape is None else int(np.prod(self.input_shape))
+        return None if self.input_shape is None else math.prod(self.input_shape)
 
-    def accepted_shapes(self) -> list[tuple[int, ...]]:
+    @cached_property
+    def accepted_shapes(self) -> tuple[tuple[int, ...], ...]:
         """Per-input shapes accepted in ``inputs``: the metadata's shape, flat, and the image grid."""
         if self.input_shape is None:
-            return []
+            return ()
         shapes = [self.input_shape, (self.input_size,)]
         if self.image_size is not None:
             shapes.append(self.image_size)
-        return list(dict.fromkeys(shapes))
+        return tuple(dict.fromkeys(shapes))
+
+    @cached_property
+    def accepted_text(self) -> str:
+        return " or ".join(map(_shape_text, self.accepted_shapes)) or "a list of numbers"
 
 
 def _spec(field: fields.Field) -> InputSpec:
@@ -64,14 +73,17 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 
 # --- fields -------------------------------------------------------------------------------
 class PixelBatch(fields.Field):
-    """A batch of inputs as nested lists of numbers -> float32 ndarray (N, *shape).
+    """A batch of inputs as nested lists of numbers -> float32 ndarray (N, D) in [0, 1].
 
-    One ``np.asarray`` call does the conversion; ragged rows, strings, ``null`` and all-boolean
-    lists give dtypes other than int/float and are refused. (A boolean mixed with numbers would
-    be read as 0 or 1: JSON bodies go through ``service.inputs.loads_json``, which turns booleans
-    inside arrays into ``null`` so they are refused here too.) Each input must have one of the
-    model's accepted shapes; values must be finite. The range depends on ``pixel_range`` and is
-    checked by the schema.
+    A JSON body's array (``JsonArray``) whose structure is provably a rectangular batch is
+    copied straight into numpy by the parser, which refuses any non-number. Anything else (a
+    Python list, or an array that is not simple) goes through one ``np.asarray``: ragged rows,
+    strings, ``null`` and all-boolean lists give dtypes other than int/float and are refused.
+    (A boolean mixed with numbers would be read as 0 or 1: ``service.inputs.loads_json`` turns
+    booleans inside arrays into ``null`` so they are refused too.) Each input must have one of
+    the model's accepted shapes and every value must be finite and in [0, 1], or [0, 255] when
+    the request says ``"pixel_range": "0-255"`` (then values are divided by 255). Range and
+    finiteness take one ``min`` and one ``max``: NaN fails every comparison.
     """
 
     default_error_messages = {
@@ -83,13 +95,44 @@ class PixelBatch(fields.Field):
         "too_many": "At most {max} inputs per request, got {n}.",
         "shape": "Each input must be {accepted}; got {got}.",
         "finite": "Must not contain NaN or infinite values.",
+        "range": "Values must be in [0, {top:g}]{hint}.",
     }
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
                      **kwargs: Any) -> NDArray[np.float32]:
+        spec = _spec(self)
+        if isinstance(value, JsonArray):
+            if not len(value):
+                raise self.make_error("empty")
+            if len(value) > spec.max_batch_size:
+                raise self.make_error("too_many", max=spec.max_batch_size, n=len(value))
+            arr = self._from_json_array(value)
+            if arr is None:
+                value = value.to_list()
+        else:
+            arr = None
+        if arr is None:
+            arr = self._from_list(value, spec)
+        shape = arr.shape[1:]
+        if (arr.ndim < 2 or not arr.size
+                or (spec.accepted_shapes and shape not in spec.accepted_shapes)):
+            raise self.make_error("shape", accepted=spec.accepted_text, got=_shape_text(shape)
+                                  if shape else "single numbers, not inputs")
+        x = arr.reshape(len(arr), -1).astype(np.float32, copy=False)
+        # pixel_range is read raw here; its own field reports a value that is not allowed
+        top = PIXEL_RANGES.get(data.get("pixel_range", "0-1") if data else "0-1")
+        if top is None:
+            return x
+        if not (x.min() >= 0 and x.max() <= top):  # False for NaN too
+            if not np.isfinite(x).all():
+                raise self.make_error("finite")
+            hint = "" if top > 1 else '; send 0-255 values with "pixel_range": "0-255"'
+            raise self.make_error("range", top=top, hint=hint)
+        return x if top == 1 else x / np.float32(top)
+
+    def _from_list(self, value: Any, spec: InputSpec) -> NDArray:
         if not isinstance(value, list):
             raise self.make_error("type")
-        spec = _spec(self)
         if not value:
             raise self.make_error("empty")
         if not isinstance(value[0], list):
@@ -102,17 +145,42 @@ class PixelBatch(fields.Field):
             raise self.make_error("ragged") from None
         if arr.dtype.kind not in "iuf":
             raise self.make_error("ragged" if _is_ragged(value) else "numbers")
-        arr = arr.astype(np.float32, copy=False)
-        shape = arr.shape[1:]
-        accepted = spec.accepted_shapes()
-        if arr.ndim < 2 or (accepted and shape not in accepted):
-            raise self.make_error(
-                "shape", got=_shape_text(shape) if shape else "single numbers, not inputs",
-                accepted=" or ".join(map(_shape_text, accepted)) or "a list of numbers",
-            )
-        if not np.isfinite(arr).all():
-            raise self.make_error("finite")
         return arr
+
+    def _from_json_array(self, value: JsonArray) -> NDArray[np.float64] | None:
+        """(N, D) or (N, H, W) float64 without Python floats, or None if not provably simple.
+
+        Simple: every input an array of the first one's length (of arrays of equal length),
+        and no other ``[`` in the body, so every leaf is a scalar; the parser's ``as_buffer``
+        then refuses any scalar that is not a number.
+        """
+        rows = value.array
+        first = rows[0]
+        if not isinstance(first, simdjson.Array) or not len(first):
+            return None
+        try:
+            if isinstance(first[0], simdjson.Array):  # inputs as grids of rows
+                height, width = len(first), len(first[0])
+                if any(len(row) != height or any(len(line) != width for line in row)
+                       for row in rows):
+                    return None
+                shape: tuple[int, ...] = (height, width)
+                brackets = 1 + len(rows) * (1 + height)
+            else:
+                width = len(first)
+                if any(len(row) != width for row in rows):
+                    return None
+                shape = (width,)
+                brackets = 1 + len(rows)
+        except TypeError:  # len() of a scalar: not an array where one was expected
+            return None
+        if brackets != value.brackets:
+            return None
+        try:
+            flat = np.frombuffer(rows.as_buffer(of_type="d"), dtype=np.float64)
+        except TypeError:  # a string, boolean, null or object among the numbers
+            raise self.make_error("numbers") from None
+        return flat.reshape(len(rows), *shape)
 
 
 def _is_ragged(value: list[Any]) -> bool:
@@ -223,48 +291,37 @@ class PredictRequestSchema(Schema):
 
     @validates_schema
     def _check_batch(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """Exactly one source of inputs, within the limits; as many labels as inputs."""
         has_inputs, has_images = "inputs" in data, "images" in data
         if has_inputs == has_images:
             raise ValidationError("Send exactly one of 'inputs' (numbers) or 'images' (files).",
                                   "_schema")
         if has_inputs:
-            top = PIXEL_RANGES[data.get("pixel_range", "0-1")]
-            x = data["inputs"]
-            if x.min() < 0 or x.max() > top:
-                hint = "" if top > 1 else "; send 0-255 values with \"pixel_range\": \"0-255\""
-                raise ValidationError(f"Values must be in [0, {top:g}]{hint}.", "inputs")
-            return
-        if "pixel_range" in data:
-            raise ValidationError("pixel_range applies to inputs, not images.", "pixel_range")
-        n = len(data["images"])
-        if n == 0:
-            raise ValidationError("Must hold at least one image.", "images")
-        if n > self.spec.max_batch_size:
-            raise ValidationError(
-                f"At most {self.spec.max_batch_size} images per request, got {n}.", "images")
-        if self.spec.image_size is None:
-            raise ValidationError("This model's inputs are not images.", "images")
-
-    @validates_schema
-    def _check_labels(self, data: dict[str, Any], **kwargs: Any) -> None:
-        batch = data.get("inputs", data.get("images"))
-        if "labels" not in data or batch is None:
-            return
-        n = len(batch)
-        if len(data["labels"]) != n:
+            n = len(data["inputs"])
+        else:
+            if "pixel_range" in data:
+                raise ValidationError("pixel_range applies to inputs, not images.",
+                                      "pixel_range")
+            n = len(data["images"])
+            if n == 0:
+                raise ValidationError("Must hold at least one image.", "images")
+            if n > self.spec.max_batch_size:
+                raise ValidationError(
+                    f"At most {self.spec.max_batch_size} images per request, got {n}.", "images")
+            if self.spec.image_size is None:
+                raise ValidationError("This model's inputs are not images.", "images")
+        if "labels" in data and len(data["labels"]) != n:
             raise ValidationError(f"Got {len(data['labels'])} labels for {n} inputs.", "labels")
 
     @post_load
     def _to_batch(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Adds ``x``: the batch (N, D) float32 in [0, 1], whatever form the inputs came in."""
+        data.pop("pixel_range", None)
         if "inputs" in data:
-            x = data.pop("inputs")
-            top = PIXEL_RANGES[data.pop("pixel_range", "0-1")]
-            if top != 1:
-                x = x / np.float32(top)
+            data["x"] = data.pop("inputs")
         else:
             x = self._load_images(data.pop("images"), data["preprocess"])
-        data["x"] = x.reshape(len(x), -1)
+            data["x"] = x.reshape(len(x), -1)
         return data
 
     def _load_images(self, files: list[bytes], preprocess: bool) -> NDArray[np.float32]:

@@ -9,12 +9,28 @@ import pytest
 from flask import Flask, request
 
 from service.errors import InvalidJSON, UnsupportedMediaType
-from service.inputs import loads_json, request_payload
+from service.inputs import JsonArray, loads_json, request_payload
 
 
-def test_plain_json() -> None:
-    assert loads_json(b'{"inputs": [[0.5, 1]], "preprocess": false}') == {
-        "inputs": [[0.5, 1]], "preprocess": False}
+def test_inputs_stay_unconverted_and_the_rest_becomes_python() -> None:
+    payload = loads_json(b'{"inputs": [[0.5, 1]], "preprocess": false, "labels": [3]}')
+    assert isinstance(payload["inputs"], JsonArray)
+    assert payload["inputs"].to_list() == [[0.5, 1]]
+    assert (payload["preprocess"], payload["labels"]) == (False, [3])
+
+
+@pytest.mark.parametrize("body,brackets", [
+    (b'{"inputs": [[0.5, 1], [0, 0]]}', 3),
+    (b'{"labels": [[0, 1], [1, 0]], "inputs": [[0.5, 1], [0, 0]]}', 3),
+    (b'{"inputs": [[[0.5], [1]]], "loss": "mean_squared_error"}', 4),
+    (b'{"inputs": [[0.5, [1]]]}', 3),
+    (b'{"inputs": [[0.5]], "loss": "a[b"}', -1),
+    (b'{"inputs": [[0.5]], "x[": 1}', -1),
+    (b'{"inputs": [[0.5]], "loss": "\\u005b"}', -1),
+])
+def test_brackets_left_for_the_inputs(body: bytes, brackets: int) -> None:
+    """The count PixelBatch compares with the shape it sees; -1 when strings hold a '['."""
+    assert loads_json(body)["inputs"].brackets == brackets
 
 
 @pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "1e999"])
@@ -24,16 +40,24 @@ def test_non_finite_numbers_python_writes_are_read_not_refused(text: str) -> Non
     assert value != value or abs(value) == float("inf")
 
 
-def test_booleans_inside_arrays_become_null_but_options_stay_booleans() -> None:
-    body = json.dumps({"inputs": [[0.5, True], [False, 1]], "preprocess": False,
-                       "nested": {"flag": True, "list": [True]}}).encode()
-    assert loads_json(body) == {"inputs": [[0.5, None], [None, 1]], "preprocess": False,
-                                "nested": {"flag": True, "list": [None]}}
+@pytest.mark.parametrize("lenient", [False, True], ids=["simdjson", "json-fallback"])
+def test_booleans_inside_arrays_become_null_but_options_stay_booleans(lenient: bool) -> None:
+    payload = {"inputs": [[0.5, True], [False, 1]], "preprocess": False,
+               "nested": {"flag": True, "list": [True]}, "labels": [True, 0]}
+    if lenient:
+        payload["force_fallback"] = float("nan")
+    parsed = loads_json(json.dumps(payload).encode())
+    inputs = parsed["inputs"]
+    assert (inputs.to_list() if isinstance(inputs, JsonArray) else inputs) == [
+        [0.5, None], [None, 1]]
+    assert parsed["preprocess"] is False
+    assert parsed["nested"] == {"flag": True, "list": [None]}
+    assert parsed["labels"] == [None, 0]
 
 
-def test_a_true_inside_a_string_changes_nothing() -> None:
-    body = b'{"images": ["true+false/base64=="], "preprocess": true}'
-    assert loads_json(body) == {"images": ["true+false/base64=="], "preprocess": True}
+def test_top_level_values_other_than_objects() -> None:
+    assert loads_json(b"[1, true]") == [1, None]
+    assert loads_json(b'"x"') == "x"
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b"[1, 2", b"{'a': 1}", b"\xff", b"nul"])

@@ -176,7 +176,72 @@ def test_request_schemas_share_the_spec() -> None:
 
 
 def test_accepted_shapes() -> None:
-    assert MNIST.accepted_shapes() == [(28, 28), (784,)]
-    assert FLAT.accepted_shapes() == [(6,)]
-    assert InputSpec(input_shape=(784,), image_size=(28, 28)).accepted_shapes() == [
-        (784,), (28, 28)]
+    assert MNIST.accepted_shapes == ((28, 28), (784,))
+    assert FLAT.accepted_shapes == ((6,),)
+    assert InputSpec(input_shape=(784,), image_size=(28, 28)).accepted_shapes == (
+        (784,), (28, 28))
+    assert InputSpec().accepted_shapes == ()
+
+
+# --- the JSON fast path agrees with numpy's own checks ------------------------------------
+def _outcome(schema: PredictRequestSchema, payload: object) -> tuple[str, object]:
+    try:
+        return "ok", schema.load(payload)["x"].tolist()
+    except ValidationError as exc:
+        return "error", sorted(exc.messages)  # type: ignore[arg-type]
+
+
+_leaf = st.one_of(st.floats(0, 1, width=32), st.integers(0, 1), st.booleans(), st.none(),
+                  st.sampled_from(["0.5", "[", "a"]))
+_row = st.lists(st.one_of(_leaf, st.lists(_leaf, max_size=2)), min_size=1, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_row, st.lists(_row, min_size=1, max_size=3), _leaf),
+                min_size=1, max_size=3),
+       st.booleans())
+def test_fast_path_and_exact_path_agree(inputs: list, with_labels: bool) -> None:
+    """Any structure: reading numbers straight from the parser must accept and refuse exactly
+    what np.asarray on Python lists does (the lists made as json.loads + booleans -> null)."""
+    import json
+
+    from service.inputs import loads_json
+
+    spec = InputSpec(max_batch_size=4)
+    payload = {"inputs": inputs}
+    if with_labels:
+        payload["pixel_range"] = "0-255"
+    body = json.dumps(payload).encode()
+    fast = loads_json(body)
+    exact = json.loads(body)
+    exact["inputs"] = fast["inputs"].to_list()
+    assert _outcome(PredictRequestSchema(spec=spec), fast) == _outcome(
+        PredictRequestSchema(spec=spec), exact)
+
+
+@pytest.mark.parametrize("body,message", [
+    (b'{"inputs": [[0.5, [0.5]], [0.5, 0.5]]}', "Rows have different lengths"),
+    (b'{"inputs": [[0.5, 0.5], [0.5, [0.5]]]}', "Rows have different lengths"),
+    (b'{"inputs": [[[0.5], [0.5]], [[0.5], 0.5]]}', "Rows have different lengths"),
+    (b'{"inputs": [[0.5, true]]}', "Must contain only numbers"),
+    (b'{"inputs": [[0.5, "0.5"]]}', "Must contain only numbers"),
+    (b'{"inputs": [[0.5, {"a": [1]}]]}', "Must contain only numbers"),
+])
+def test_json_bodies_that_look_rectangular_but_are_not(body: bytes, message: str) -> None:
+    from service.inputs import loads_json
+
+    msgs = messages(PredictRequestSchema(spec=InputSpec(max_batch_size=4)), loads_json(body))
+    assert message in msgs["inputs"][0]
+
+
+def test_json_fast_path_gives_the_same_batch_as_lists() -> None:
+    import json
+
+    from service.inputs import JsonArray, loads_json
+
+    grid = (np.arange(2 * 784) % 256).reshape(2, 28, 28)
+    for inputs in (grid.tolist(), grid.reshape(2, 784).tolist()):
+        payload = loads_json(json.dumps({"inputs": inputs, "pixel_range": "0-255"}).encode())
+        assert isinstance(payload["inputs"], JsonArray) and payload["inputs"].brackets > 0
+        x = PredictRequestSchema(spec=MNIST).load(payload)["x"]
+        np.testing.assert_array_equal(x, grid.reshape(2, 784).astype(np.float32) / 255)

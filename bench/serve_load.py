@@ -1,0 +1,283 @@
+"""HTTP serving speed: the framework floor and the inference endpoints, in one run.
+
+Starts gunicorn with the repo's ``gunicorn.conf.py`` on a loopback port, with ``BENCH_NOOP=1``
+so the app also answers ``POST /_bench/noop`` (reads the body, returns a constant JSON: the
+framework floor), and drives every scenario with wrk at the same concurrency:
+
+    floor        POST /_bench/noop   the single-image JSON body
+    predict-1    POST /predict       one real MNIST digit as 784 numbers in [0, 1]
+    predict-100  POST /predict       100 real digits
+    png-28       POST /predict       one 28x28 PNG of a digit (preprocessing on)
+    png-200      POST /predict       the digit photographed: 240x240, black on white, off-centre
+
+Scenarios run in rounds, in an order that rotates every round, and the medians are reported, so
+whatever else the machine is doing hits all of them alike; the ratios to the floor of the same
+run are what count. Gunicorn settings come from the environment as in production
+(``WEB_CONCURRENCY``, ``WORKER_THREADS``, ...), so configurations can be compared:
+
+    python bench/serve_load.py [--duration 10] [--rounds 2] [--connections 16] [--check]
+    WORKER_THREADS=4 python bench/serve_load.py      # gthread instead of sync
+
+Models: ``--model-dir`` (default ``models/`` if it has ``mnist.npz``, else a random-weight
+784-100-10 float32 stand-in written to a temporary directory: speed does not depend on weights).
+Needs ``wrk`` (``apt-get install -y wrk``). Exits 0 unless ``--check`` is given and a target fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+LUA = Path(__file__).with_name("serve_post.lua")
+SAMPLE = REPO / "tests" / "data" / "mnist-sample" / "t10k-images-idx3-ubyte.gz"
+BATCH = 100
+#: The targets of the service's speed spec, at 16 concurrent connections on 2 cores.
+PREDICT_FLOOR_RATIO = 0.8
+PREDICT_P99_MS = 5.0
+BATCH_IMAGES_PER_S = 50_000
+PNG_FLOOR_RATIO = 0.5
+BENCH_LINE = re.compile(r"^BENCH (.*)$", re.M)
+LISTENING = re.compile(r"Listening at: (http://127\.0\.0\.1:\d+)")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: str
+    body: str  # file name in the work directory
+    content_type: str
+    images: int = 1
+
+
+SCENARIOS = (
+    Scenario("floor", "/_bench/noop", "one.json", "application/json"),
+    Scenario("predict-1", "/predict", "one.json", "application/json"),
+    Scenario("predict-100", "/predict", "batch.json", "application/json", images=BATCH),
+    Scenario("png-28", "/predict", "digit28.png", "image/png"),
+    Scenario("png-200", "/predict", "photo240.png", "image/png"),
+)
+
+
+@dataclass(frozen=True)
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    #: CPU time the gunicorn processes spent per request: unlike req/s, barely moved by
+    #: whatever else runs on the machine, so it shows where the time goes on a busy one.
+    cpu_us: float
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per scenario run")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--wrk-threads", type=int, default=1,
+                        help="wrk threads (they share the cores with the server)")
+    parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    args = parser.parse_args(argv)
+
+    if shutil.which("wrk") is None:
+        print("error: wrk not found; install it with `apt-get install -y wrk`", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
+        work = Path(tmp)
+        model_dir = args.model_dir or _model_dir(work)
+        _write_bodies(work)
+        env = {**os.environ, "MODEL_DIR": str(model_dir), "DEFAULT_MODEL": "mnist",
+               "BENCH_NOOP": "1", "ACCESS_LOG": "0"}
+        server, url, log = _start_gunicorn(env, work)
+        try:
+            print(_describe(env, url, model_dir, args), flush=True)
+            for scenario in SCENARIOS:  # warm-up, and a check that every body is accepted
+                _check_body(url, scenario, work)
+                _wrk(url, scenario, work, args, duration=1, server=server.pid)
+            results: dict[str, list[Result]] = {s.name: [] for s in SCENARIOS}
+            for round_ in range(args.rounds):
+                shift = round_ % len(SCENARIOS)
+                for scenario in SCENARIOS[shift:] + SCENARIOS[:shift]:
+                    results[scenario.name].append(
+                        _wrk(url, scenario, work, args, args.duration, server=server.pid))
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+        if "Traceback" in log.read_text():
+            print(log.read_text(), file=sys.stderr)
+            return 1
+    return _report(results, args.check)
+
+
+def _model_dir(work: Path) -> Path:
+    shipped = REPO / "models"
+    if (shipped / "mnist.npz").is_file():
+        return shipped
+    sys.path.insert(0, str(REPO))
+    from training import TwoLayerNet, save_model
+
+    net = TwoLayerNet(784, 100, 10, weight_init_std="xavier", dtype=np.float32)
+    (work / "models").mkdir()
+    save_model(work / "models" / "mnist.npz", net,
+               {"input_shape": [28, 28], "class_names": [str(d) for d in range(10)]})
+    print("note: models/mnist.npz not found; serving a random-weight 784-100-10 stand-in")
+    return work / "models"
+
+
+def _digits() -> np.ndarray:
+    """(BATCH, 28, 28) uint8 real digits from the test sample, or blobs if it is missing."""
+    if SAMPLE.is_file():
+        sys.path.insert(0, str(REPO))
+        from training.data import read_idx
+
+        return read_idx(SAMPLE)[:BATCH]
+    rng = np.random.default_rng(0)
+    digits = np.zeros((BATCH, 28, 28), np.uint8)
+    digits[:, 6:22, 11:17] = rng.integers(128, 256, (BATCH, 16, 6))
+    return digits
+
+
+def _write_bodies(work: Path) -> None:
+    digits = _digits()
+    pixels = digits.reshape(BATCH, -1) / 255.0  # what a numpy client sends: x / 255 as floats
+    (work / "one.json").write_bytes(orjson.dumps({"inputs": pixels[:1].tolist()}))
+    (work / "batch.json").write_bytes(orjson.dumps({"inputs": pixels.tolist()}))
+    (work / "digit28.png").write_bytes(_png(Image.fromarray(digits[0])))
+    photo = Image.new("L", (240, 240), 255)
+    photo.paste(Image.fromarray(255 - digits[0]).resize((140, 140)), (30, 50))
+    (work / "photo240.png").write_bytes(_png(photo))
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _start_gunicorn(env: dict[str, str], work: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    log = work / "gunicorn.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"),
+             "--bind", "127.0.0.1:0"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            sys.exit(f"gunicorn exited with {server.returncode}:\n{log.read_text()}")
+        match = LISTENING.search(log.read_text())
+        if match:
+            try:
+                with urllib.request.urlopen(match.group(1) + "/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        return server, match.group(1), log
+            except OSError:
+                pass
+        time.sleep(0.2)
+    server.kill()
+    sys.exit(f"gunicorn did not become ready:\n{log.read_text()}")
+
+
+def _check_body(url: str, scenario: Scenario, work: Path) -> None:
+    request = urllib.request.Request(url + scenario.path, data=(work / scenario.body).read_bytes(),
+                                     headers={"Content-Type": scenario.content_type})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = orjson.loads(response.read())
+    if scenario.name != "floor" and len(body["predictions"]) != scenario.images:
+        sys.exit(f"{scenario.name}: unexpected answer {body}")
+
+
+def _cpu_seconds(master: int) -> float:
+    """User + system CPU time of the gunicorn master and its workers so far."""
+    ticks = 0
+    pids = [master, *map(int, Path(f"/proc/{master}/task/{master}/children").read_text().split())]
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except FileNotFoundError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk(url: str, scenario: Scenario, work: Path, args: argparse.Namespace,
+         duration: int, server: int) -> Result:
+    env = {**os.environ, "BENCH_BODY": str(work / scenario.body),
+           "BENCH_CONTENT_TYPE": scenario.content_type}
+    cpu_before = _cpu_seconds(server)
+    out = subprocess.run(
+        ["wrk", f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{duration}s",
+         "--timeout", "10s", "-s", str(LUA), url + scenario.path],
+        env=env, capture_output=True, text=True, check=True).stdout
+    cpu = _cpu_seconds(server) - cpu_before
+    match = BENCH_LINE.search(out)
+    if not match:
+        sys.exit(f"wrk printed no BENCH line:\n{out}")
+    fields = {k: int(v) for k, v in (item.split("=") for item in match.group(1).split())}
+    return Result(
+        rps=fields["requests"] / (fields["duration_us"] / 1e6),
+        p50_ms=fields["p50_us"] / 1000,
+        p99_ms=fields["p99_us"] / 1000,
+        errors=fields["bad_status"] + fields["socket_errors"],
+        cpu_us=cpu / max(fields["requests"], 1) * 1e6,
+    )
+
+
+def _describe(env: dict[str, str], url: str, model_dir: Path, args: argparse.Namespace) -> str:
+    sys.path.insert(0, str(REPO))
+    from service.settings import Settings
+
+    s = Settings.from_env(env)
+    worker = f"gthread x{s.threads} threads" if s.threads > 1 else "sync"
+    return (f"gunicorn {url}: {s.workers} workers, {worker}; models {model_dir}\n"
+            f"wrk: {args.connections} connections, {args.wrk_threads} thread(s), "
+            f"{args.duration}s x {args.rounds} rounds per scenario; {os.cpu_count()} CPUs")
+
+
+def _report(results: dict[str, list[Result]], check: bool) -> int:
+    med = {name: Result(*(statistics.median(getattr(r, f) for r in runs)
+                          for f in ("rps", "p50_ms", "p99_ms", "errors", "cpu_us")))
+           for name, runs in results.items()}
+    floor = med["floor"].rps
+    print(f"\n{'scenario':<12} {'req/s':>9} {'images/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'x floor':>8} {'CPU us/req':>11} {'errors':>7}   "
+          f"(median of {len(results['floor'])} runs)")
+    for scenario in SCENARIOS:
+        r = med[scenario.name]
+        print(f"{scenario.name:<12} {r.rps:>9,.0f} {r.rps * scenario.images:>10,.0f} "
+              f"{r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.rps / floor:>8.2f} {r.cpu_us:>11,.0f} "
+              f"{r.errors:>7.0f}")
+    one, batch, png = med["predict-1"], med["predict-100"], med["png-28"]
+    targets = [
+        (f"predict-1 >= {PREDICT_FLOOR_RATIO}x floor", one.rps / floor >= PREDICT_FLOOR_RATIO),
+        (f"predict-1 p99 <= {PREDICT_P99_MS} ms", one.p99_ms <= PREDICT_P99_MS),
+        (f"predict-100 >= {BATCH_IMAGES_PER_S:,} images/s",
+         batch.rps * BATCH >= BATCH_IMAGES_PER_S),
+        (f"png-28 >= {PNG_FLOOR_RATIO}x floor", png.rps / floor >= PNG_FLOOR_RATIO),
+        ("no errors", all(r.errors == 0 for r in med.values())),
+    ]
+    print()
+    for text, ok in targets:
+        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    return 1 if check and not all(ok for _, ok in targets) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
