@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# The container files, proved with podman (no Docker engine needed): lint the Dockerfile and the
+# compose file; build both targets; run the API image (readiness, health check, a real prediction,
+# no root process, graceful stop); run the train image for a short training run into a volume and
+# load what it wrote; bring docker-compose.yml up with podman-compose and walk its documented
+# workflow (train -> restart api -> the new model is served). Prints each step's wall time.
+#
+# Needs root and the shared podman set-up in ../shared/container/ beside the repository (which
+# makes the base image locally: no registry is reached); without either it says so and exits 0.
+# env: CT_WORK (podman's scratch dir, default /tmp/containertest/ci), CT_PORT (the first of two
+#      host ports on 127.0.0.1, default 18080), API_IMAGE_MAX_MB (size budget, default 250)
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+SHARED="$REPO/../shared/container"
+if [ ! -f "$SHARED/podman-env.sh" ]; then
+  echo "containers: SKIPPED: no podman set-up at $SHARED (it sits beside the repository in CI)"
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "containers: SKIPPED: podman on this machine needs root; running as uid $(id -u)"
+  exit 0
+fi
+cd "$REPO"
+
+CT_WORK=${CT_WORK:-/tmp/containertest/ci}
+API_PORT=${CT_PORT:-18080}          # the API image run on its own
+COMPOSE_PORT=$((API_PORT + 1))      # the compose project's api service
+MAX_MB=${API_IMAGE_MAX_MB:-250}
+API_IMG=localhost/digits-serving-api:ci
+TRAIN_IMG=localhost/digits-serving-train:ci
+RUN_ID=digits-ci-$$                 # names this run's containers, volume and compose project
+COMPOSE_VENV=$CT_WORK/podman-compose-1.6.0
+VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -1)
+REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+TMP=$(mktemp -d)
+SAMPLE=$REPO/tests/data/mnist-sample
+TIMES=()
+CURRENT=start
+PODMAN_READY=
+COMPOSE_UP=
+
+# --- helpers --------------------------------------------------------------------------------------
+timed() {  # timed NAME CMD...: run CMD, record and print its wall time
+  local t0=$EPOCHREALTIME dt
+  CURRENT=$1; shift
+  echo "== $CURRENT"
+  "$@"
+  dt=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+  TIMES+=("$(printf '%-12s %6ss' "$CURRENT" "$dt")")
+  echo "   ($CURRENT: ${dt}s)"
+}
+
+pm() {  # podman, without its complaint that no systemd runs health checks on a timer
+  local rc=0    # (there is no systemd here: this script runs the health check itself)
+  podman "$@" 2>"$TMP/podman.err" || rc=$?
+  grep -v 'systemd' "$TMP/podman.err" >&2 || true
+  return "$rc"
+}
+
+compose() {  # podman-compose on this run's project; output goes to a log shown on failure
+  API_IMAGE=$API_IMG TRAIN_IMAGE=$TRAIN_IMG API_PORT=$COMPOSE_PORT \
+    timeout 300 "$COMPOSE_VENV/bin/podman-compose" -p "$RUN_ID" -f "$REPO/docker-compose.yml" "$@" \
+    >>"$TMP/compose.log" 2>&1
+}
+
+wait_ready() {  # wait_ready PORT CONTAINER: GET /readyz answers 200 within 60 s
+  local deadline=$((SECONDS + 60)) code=000
+  while [ $SECONDS -lt $deadline ]; do
+    code=$(curl -s --noproxy '*' -o /dev/null -m 3 -w '%{http_code}' "http://127.0.0.1:$1/readyz" || true)
+    [ "$code" = 200 ] && { echo "   GET /readyz: 200"; return 0; }
+    [ "$(podman inspect -f '{{.State.Running}}' "$2" 2>/dev/null)" = true ] || break
+    sleep 0.5
+  done
+  echo "   GET /readyz: $code, container $2 $(podman inspect -f '{{.State.Status}}' "$2" 2>/dev/null)"
+  podman logs --tail 30 "$2" 2>&1 || true
+  return 1
+}
+
+check_health() {  # check_health CONTAINER: the image's HEALTHCHECK passes
+  local try
+  for try in 1 2 3 4 5; do
+    [ "$try" = 1 ] || sleep 1
+    pm healthcheck run "$1" >/dev/null && { echo "   HEALTHCHECK: healthy"; return 0; }
+  done
+  echo "   HEALTHCHECK: unhealthy"
+  return 1
+}
+
+check_predict() {  # check_predict PORT: POST /predict classifies real MNIST digits right
+  python3 - "$1" "$SAMPLE" <<'EOF'
+import gzip
+import json
+import sys
+import urllib.request
+
+port, sample, n = sys.argv[1], sys.argv[2], 20
+with gzip.open(f"{sample}/t10k-images-idx3-ubyte.gz") as f:
+    f.read(16)
+    pixels = f.read(n * 784)
+with gzip.open(f"{sample}/t10k-labels-idx1-ubyte.gz") as f:
+    f.read(8)
+    labels = list(f.read(n))
+inputs = [[p / 255 for p in pixels[i * 784:(i + 1) * 784]] for i in range(n)]
+request = urllib.request.Request(f"http://127.0.0.1:{port}/predict",
+                                 data=json.dumps({"inputs": inputs}).encode(),
+                                 headers={"Content-Type": "application/json"})
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+body = json.load(opener.open(request, timeout=10))
+right = sum(p["label"] == t for p, t in zip(body["predictions"], labels, strict=True))
+print(f"   POST /predict: {right}/{n} sample digits right ({body['model']} {body['version']})")
+sys.exit(0 if right >= n - 2 else 1)
+EOF
+}
+
+check_processes() {  # check_processes CONTAINER: nothing runs as root; PID 1 is tini, gunicorn its child
+  local top line
+  top=$(pm top "$1" user pid ppid args)
+  while IFS= read -r line; do echo "   $line"; done <<<"$top"
+  if awk 'NR > 1 && $1 == "root"' <<<"$top" | grep -q .; then
+    echo "   a process runs as root"; return 1
+  fi
+  awk 'NR > 1 && $2 == 1 && $4 == "tini" { ok = 1 } END { exit !ok }' <<<"$top" \
+    || { echo "   PID 1 is not tini"; return 1; }
+  awk 'NR > 1 && $3 == 1 && /gunicorn/ { ok = 1 } END { exit !ok }' <<<"$top" \
+    || { echo "   gunicorn is not PID 1's child"; return 1; }
+  echo "   uid in the container: $(pm exec "$1" id -u)"
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  if [ "$rc" != 0 ]; then
+    echo "containers: FAILED in step '$CURRENT' (exit status $rc)"
+    [ -s "$TMP/compose.log" ] && { echo "--- podman-compose output (last 40 lines)"; tail -40 "$TMP/compose.log"; }
+  fi
+  if [ -n "$PODMAN_READY" ]; then
+    pm rm -f -t 0 "$RUN_ID-api" >/dev/null 2>&1
+    podman rm -f -t 0 "$RUN_ID-train" >/dev/null 2>&1
+    podman volume rm -f "$RUN_ID-models" >/dev/null 2>&1
+    [ -n "$COMPOSE_UP" ] && compose --profile train down -v -t 5
+    # build cache older than a day: keeps this machine's storage from growing run after run
+    podman image prune -f --filter until=24h >/dev/null 2>&1
+  fi
+  rm -rf "$TMP"
+  if [ ${#TIMES[@]} -gt 0 ]; then
+    echo "== timings"
+    printf '   %s\n' "${TIMES[@]}"
+  fi
+  [ "$rc" = 0 ] && echo "containers: OK"
+  exit "$rc"
+}
+trap cleanup EXIT
+
+# --- steps ----------------------------------------------------------------------------------------
+setup() {
+  # podman with this machine's adjustments, and the local base image (made once, ~70 s)
+  # shellcheck source=/dev/null
+  . "$SHARED/podman-env.sh"
+  PODMAN_READY=1
+  # the images' user (uid 10001) must be able to read the sample it gets mounted
+  if find "$SAMPLE" -maxdepth 1 -type f ! -perm -o=r | grep -q .; then
+    install -d -m 0755 "$TMP/mnist-sample"
+    install -m 0644 "$SAMPLE"/*.gz "$TMP/mnist-sample/"
+    SAMPLE=$TMP/mnist-sample
+  fi
+}
+
+lint() {
+  bash "$SHARED/lint.sh" Dockerfile docker-compose.yml 2>"$TMP/lint.err" \
+    || { grep -v 'is ignored: it is neither' "$TMP/lint.err"; return 1; }
+}
+
+build() {  # build TARGET IMAGE
+  timeout 900 podman build --pull=never --format docker --target "$1" \
+    --build-arg VERSION="$VERSION" --build-arg REVISION="$REVISION" -t "$2" . >"$TMP/build-$1.log" 2>&1 \
+    || { tail -40 "$TMP/build-$1.log"; return 1; }
+  local size
+  size=$(podman image inspect "$2" --format '{{.Size}}')
+  echo "   $2: $((size / 1000000)) MB"
+  if [ "$1" = api ] && [ "$size" -gt $((MAX_MB * 1000000)) ]; then
+    echo "   the API image is over its budget of $MAX_MB MB"; return 1
+  fi
+}
+
+api_image() {
+  local name=$RUN_ID-api t0
+  pm run -d --name "$name" -p "127.0.0.1:$API_PORT:8000" "$API_IMG" >/dev/null
+  wait_ready "$API_PORT" "$name"
+  check_health "$name"
+  check_predict "$API_PORT"
+  check_processes "$name"
+  # docker stop: SIGTERM, gunicorn drains and exits 0 well before the SIGKILL
+  t0=$SECONDS
+  pm stop -t 20 "$name" >/dev/null
+  local status
+  status=$(podman inspect -f '{{.State.ExitCode}}' "$name")
+  echo "   stop: exit status $status after $((SECONDS - t0)) s"
+  [ "$status" = 0 ] || { podman logs --tail 10 "$name"; return 1; }
+  pm rm "$name" >/dev/null
+}
+
+train_image() {
+  local vol=$RUN_ID-models out
+  podman volume create "$vol" >/dev/null
+  # a fresh volume at /app/models starts with the image's shipped models (as in docker-compose.yml)
+  timeout 300 podman run --rm --name "$RUN_ID-train" -v "$SAMPLE:/data:ro" -v "$vol:/app/models" \
+    "$TRAIN_IMG" train --dataset mnist --data-dir /data --epochs 2 --hidden-size 32 \
+    --output mnist-sample.npz --no-progress | sed 's/^/   /'
+  # the .npz it wrote loads (the CLI's validating loader) and beats chance on the sample
+  out=$(timeout 120 podman run --rm -v "$SAMPLE:/data:ro" -v "$vol:/app/models:ro" "$TRAIN_IMG" \
+    evaluate --model mnist-sample.npz --data-dir /data --json)
+  echo "   $out"
+  python3 -c 'import json, sys; sys.exit(json.loads(sys.argv[1])["accuracy"] < 0.5)' "$out"
+  # Fashion-MNIST from the Debian package in the image, scored by the shipped model
+  out=$(timeout 120 podman run --rm "$TRAIN_IMG" evaluate --model fashion-mnist.npz --no-download --json)
+  echo "   $out"
+  python3 -c 'import json, sys; sys.exit(json.loads(sys.argv[1])["count"] != 10000)' "$out"
+  podman volume rm "$vol" >/dev/null
+}
+
+compose_up() {
+  if ! "$COMPOSE_VENV/bin/podman-compose" --version 2>/dev/null | grep -q 'podman-compose version 1.6.0'; then
+    rm -rf "$COMPOSE_VENV"
+    python3 -m venv "$COMPOSE_VENV"
+    "$COMPOSE_VENV/bin/pip" install -q podman-compose==1.6.0 >"$TMP/pip.log" 2>&1 \
+      || { tail -20 "$TMP/pip.log"; return 1; }
+  fi
+  COMPOSE_UP=1
+  compose up -d
+  local api
+  api=$(podman ps --filter "label=io.podman.compose.project=$RUN_ID" \
+    --filter "label=com.docker.compose.service=api" --format '{{.Names}}')
+  [ -n "$api" ] || { echo "   no api container in project $RUN_ID"; return 1; }
+  # `docker compose up` starts the API alone: the train service sits behind its profile
+  [ "$(podman ps -a --filter "label=io.podman.compose.project=$RUN_ID" -q | wc -l)" = 1 ] \
+    || { echo "   more than the api service started"; return 1; }
+  wait_ready "$COMPOSE_PORT" "$api"
+  check_health "$api"
+  check_predict "$COMPOSE_PORT"
+  # the documented workflow: train into the model volume, restart the API, the model is served
+  # (podman-compose wants --profile for `run`; docker compose enables a service's profile itself)
+  compose --profile train run --rm -T -v "$SAMPLE:/data:ro" train \
+    train --dataset mnist --data-dir /data --epochs 1 --hidden-size 16 --output compose-ci.npz --no-progress
+  compose restart api
+  wait_ready "$COMPOSE_PORT" "$api"
+  local models
+  models=$(curl -s --noproxy '*' -m 5 "http://127.0.0.1:$COMPOSE_PORT/readyz")
+  echo "   after training and a restart: $models"
+  grep -q '"compose-ci"' <<<"$models"
+  compose --profile train down -v -t 20
+  COMPOSE_UP=
+}
+
+timed setup setup
+timed lint lint
+timed build-api build api "$API_IMG"
+timed build-train build train "$TRAIN_IMG"
+timed api-image api_image
+timed train-image train_image
+timed compose compose_up
