@@ -47,6 +47,9 @@ LIGHT_BACKGROUND = 0.5
 INK_FRACTION = 0.2
 #: Large images are first shrunk so their longest side is at most this many grid sides.
 WORKING_SCALE = 10
+#: Formats whose files carry an EXIF orientation in practice (camera and phone photos).
+EXIF_FORMATS = frozenset({"JPEG", "WEBP"})
+_INDEX = np.arange(4096, dtype=np.float32)  # pixel indices for centres of mass
 
 
 class InvalidImage(ValueError):
@@ -84,7 +87,8 @@ def decode(data: bytes, max_pixels: int, draft_side: int | None = None) -> Image
         image.draft(None, (draft_side, draft_side))  # decode a JPEG at a reduced scale: cheap
     try:
         image.load()
-        ImageOps.exif_transpose(image, in_place=True)  # phone photos: honour the orientation tag
+        if image.format in EXIF_FORMATS:
+            ImageOps.exif_transpose(image, in_place=True)  # phone photos: honour the orientation
     except Exception:
         raise InvalidImage("image data is truncated or corrupt") from None
     return image
@@ -152,17 +156,18 @@ def mnist_like(gray: NDArray[np.float32], size: tuple[int, int], box_fraction: f
     height, width = crop.shape
     scale = box_fraction * min(size) / max(height, width)
     new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-    if (new_h, new_w) == crop.shape:
-        fitted = crop.copy()  # already the right size (an MNIST-like upload): no resampling
+    if (new_h, new_w) == crop.shape:  # already the right size (an MNIST-like upload)
+        fitted = crop * np.float32(1 / peak)  # contrast stretch to 1
     else:
         fitted = np.array(Image.fromarray(np.ascontiguousarray(crop)).resize(
             (new_w, new_h), _resampling(scale)))
-    fitted *= np.float32(1 / max(float(fitted.max()), 1e-6))  # contrast stretch to 1
+        fitted *= np.float32(1 / max(float(fitted.max()), 1e-6))
 
     if centre_of_mass:
-        mass = fitted.sum()
-        cy = float(fitted.sum(axis=1) @ np.arange(new_h, dtype=np.float32) / mass)
-        cx = float(fitted.sum(axis=0) @ np.arange(new_w, dtype=np.float32) / mass)
+        rows_mass = fitted.sum(axis=1)
+        mass = float(rows_mass.sum())
+        cy = float(rows_mass @ _INDEX[:new_h]) / mass
+        cx = float(fitted.sum(axis=0) @ _INDEX[:new_w]) / mass
         # MNIST's training digits have their centre of mass at (14.0, 14.0) on average: the
         # field's size / 2 in pixel-index coordinates, which is where this puts it.
         top = round(size[0] / 2 - cy)

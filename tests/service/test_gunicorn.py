@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from error_contract import CASES, Case
@@ -100,6 +102,21 @@ def test_same_answers_as_the_test_client(server: str, client: FlaskClient) -> No
     assert over_http.status_code == 200
     assert over_http.headers["Content-Type"] == "application/json"
     assert over_http.json() == client.post("/predict", json=payload).get_json()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_large_body_is_read_whole(server: str, client: FlaskClient, chunked: bool) -> None:
+    """gunicorn.conf.py reads bodies in larger steps than gunicorn does: same bytes either way."""
+    rng = np.random.default_rng(0)
+    x = rng.random((TEST_MAX_BATCH, 784)).round(6)
+    body = json.dumps({"inputs": x.tolist()}).encode()
+    assert 64 * 1024 < len(body) < TEST_MAX_REQUEST_BYTES
+    data = (body[i:i + 5000] for i in range(0, len(body), 5000)) if chunked else body
+    response = requests.post(f"{server}/predict", data=data, timeout=10,
+                             headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert response.json() == client.post("/predict", data=body,
+                                          content_type="application/json").get_json()
 
 
 def test_image_uploads_over_http(server: str) -> None:

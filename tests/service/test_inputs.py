@@ -27,6 +27,8 @@ def test_inputs_stay_unconverted_and_the_rest_becomes_python() -> None:
     (b'{"inputs": [[0.5]], "loss": "a[b"}', -1),
     (b'{"inputs": [[0.5]], "x[": 1}', -1),
     (b'{"inputs": [[0.5]], "loss": "\\u005b"}', -1),
+    (b'{"inputs": [' + b",".join([b"[" + b"0.0," * 783 + b"0.0]"] * 30) + b'], "labels": [1]}',
+     31),  # over 64 KiB: counted with numpy
 ])
 def test_brackets_left_for_the_inputs(body: bytes, brackets: int) -> None:
     """The count PixelBatch compares with the shape it sees; -1 when strings hold a '['."""

@@ -42,7 +42,8 @@ def test_predict_returns_label_class_name_probabilities_model_and_version(
     assert body["version"] == load_model(model_dir / "mnist.npz").version
     expected = mnist_net.predict(x)
     got = np.array([p["probabilities"] for p in body["predictions"]])
-    np.testing.assert_array_equal(got, expected.astype(np.float64))
+    # float32 written in its shortest form: read back as float32, exactly the model's numbers
+    np.testing.assert_array_equal(got.astype(np.float32), expected)
     assert [p["label"] for p in body["predictions"]] == expected.argmax(axis=1).tolist()
     assert [p["class_name"] for p in body["predictions"]] == [
         DIGITS[k] for k in expected.argmax(axis=1)]
@@ -78,7 +79,7 @@ def test_each_model_is_served_with_its_own_shape_and_classes(client: FlaskClient
     x = np.linspace(0, 1, 2 * 784, dtype=np.float32).reshape(2, 784)
     body = client.post("/v1/models/fashion-mnist/predict", json={"inputs": x.tolist()}).get_json()
     np.testing.assert_array_equal([p["probabilities"] for p in body["predictions"]],
-                                  net.predict(x))
+                                  net.predict(x))  # float64 model: float64 digits
     assert body["predictions"][0]["class_name"] in FASHION_CLASSES
     # input_shape [784]: flat rows, and the 28x28 grid an image of it would be
     assert client.post("/v1/models/fashion-mnist/predict",
