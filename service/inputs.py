@@ -61,9 +61,9 @@ def request_payload(request: Request) -> Any:
             payload["images"] = files
         return payload
     if mimetype in IMAGE_MIMETYPES:
-        payload = request.args.to_dict()
-        payload["images"] = [request.get_data(cache=False)]
-        return payload
+        options: dict[str, Any] = request.args.to_dict()
+        options["images"] = [request.get_data(cache=False)]
+        return options
     if not mimetype:
         raise UnsupportedMediaType(f"the request has no Content-Type; send {_SUPPORTED}")
     raise UnsupportedMediaType(f"Content-Type {mimetype!r} is not supported; send {_SUPPORTED}")

@@ -53,7 +53,7 @@ class InputSpec:
         """Per-input shapes accepted in ``inputs``: the metadata's shape, flat, and the image grid."""
         if self.input_shape is None:
             return ()
-        shapes = [self.input_shape, (self.input_size,)]
+        shapes = [self.input_shape, (math.prod(self.input_shape),)]
         if self.image_size is not None:
             shapes.append(self.image_size)
         return tuple(dict.fromkeys(shapes))
@@ -154,7 +154,7 @@ class PixelBatch(fields.Field):
         and no other ``[`` in the body, so every leaf is a scalar; the parser's ``as_buffer``
         then refuses any scalar that is not a number.
         """
-        rows = value.array
+        rows: Any = value.array  # (simdjson's type hints do not narrow on isinstance)
         first = rows[0]
         if not isinstance(first, simdjson.Array) or not len(first):
             return None
