@@ -64,7 +64,9 @@ class _Workspace:
         self.dz1 = np.empty((n, h), dtype)
         self.tmp_nc = np.empty((n, c), dtype)
         self.row = np.empty((n, 1), dtype)
-        self.rows = np.arange(n)
+        self.eye = np.eye(c, dtype=dtype)  # row k is the one-hot vector of label k
+        self.t_hot = np.empty((n, c), dtype)
+        self.ones = np.ones(n, dtype)  # 1^T v sums v over the batch
         self.grads = {
             "W1": np.empty((d, h), dtype),
             "b1": np.empty((h,), dtype),
@@ -222,24 +224,24 @@ class TwoLayerNet:
         _sigmoid_(z1, prescaled=True)
         np.matmul(z1, p["W2"], out=y)
         y += p["b2"]
-        np.max(y, axis=1, keepdims=True, out=ws.row)
+        # (the ndarray reduction methods skip np.max/np.sum's Python wrapper: a few us a call)
+        y.max(axis=1, keepdims=True, out=ws.row)
         y -= ws.row
         np.exp(y, out=y)
-        np.sum(y, axis=1, keepdims=True, out=ws.row)
+        y.sum(axis=1, keepdims=True, out=ws.row)
         y /= ws.row
 
         # loss and da2 = dL/da2 (scaled), written over y
         da2 = y
         if self.loss_name == "cross_entropy":
-            if one_hot:
-                loss = -float(np.sum(t * np.log(np.clip(y, CROSS_ENTROPY_EPS, None)))) / n
-                da2 -= t
-            else:
-                labels = t.astype(np.intp, copy=False)
-                picked = y[ws.rows, labels]
-                loss = -float(np.sum(np.log(np.clip(picked, CROSS_ENTROPY_EPS, None)))) / n
-                # softmax followed by cross-entropy: dL/da2 = (y - t) / N
-                y[ws.rows, labels] -= 1
+            # integer labels pick rows of the identity: one-hot targets without fancy indexing
+            t_hot = t if one_hot else np.take(ws.eye, t.astype(np.intp, copy=False), axis=0,
+                                              out=ws.t_hot)
+            log_y = np.maximum(y, CROSS_ENTROPY_EPS, out=ws.tmp_nc)
+            np.log(log_y, out=log_y)
+            loss = -float(np.vdot(t_hot, log_y)) / n
+            # softmax followed by cross-entropy: dL/da2 = (y - t) / N
+            da2 -= t_hot
             da2 *= scale / n
         else:
             t_hot = t if one_hot else labels_to_one_hot(t, c, dtype=self.dtype)
@@ -255,7 +257,7 @@ class TwoLayerNet:
         # backward: mirrors forward name for name
         g = ws.grads
         np.matmul(z1.T, da2, out=g["W2"])
-        np.sum(da2, axis=0, out=g["b2"])
+        np.matmul(ws.ones, da2, out=g["b2"])   # db2 = 1^T da2
         dz1 = ws.dz1
         np.matmul(da2, p["W2"].T, out=dz1)
         # sigmoid'(a1) = z1 * (1 - z1); da1 written over a1
@@ -264,7 +266,7 @@ class TwoLayerNet:
         da1 *= z1
         da1 *= dz1
         np.matmul(x.T, da1, out=g["W1"])
-        np.sum(da1, axis=0, out=g["b1"])
+        np.matmul(ws.ones, da1, out=g["b1"])   # db1 = 1^T da1
         return loss
 
 

@@ -7,6 +7,7 @@ bit-identical weights, and a run resumed from a ``TrainState`` matches an uninte
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -14,6 +15,11 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:  # optional: without it BLAS keeps its default thread count
+    threadpool_limits = None
 
 from training.functions import cross_entropy_error, mean_squared_error
 from training.nets import LOSSES, WEIGHT_INITS, TwoLayerNet
@@ -23,6 +29,11 @@ SCHEDULES = ("constant", "linear", "cosine")
 DTYPES = ("float32", "float64")
 #: Evaluate the full train/test sets in chunks of this many rows to bound memory.
 EVAL_CHUNK = 10_000
+#: Steps whose biggest product (batch x inputs x hidden multiply-adds) is at most this run BLAS
+#: on one thread: batch 100 on 784-100 is 7.8M. Measured on 2 cores (bench/README.md): two
+#: threads win at best by a fifth on an idle machine, and lose several times over as soon as
+#: another process wants a core (BLAS threads then wait for each other at every product).
+SINGLE_THREAD_STEP_MACS = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -151,27 +162,37 @@ def train_epoch(
     xb = np.empty((batch, x_train.shape[1]), dtype=x_train.dtype)
     tb = np.empty((batch,), dtype=t_train.dtype)
     net = state.net
-    while state.step < per_epoch:
-        if config.sampling == "shuffle":
-            assert state.order is not None
-            idx = state.order[state.step * batch:(state.step + 1) * batch]
-        else:
-            idx = state.rng.choice(n, batch)  # the textbook's random mini-batch
-        m = idx.shape[0]
-        x_batch, t_batch = (xb, tb) if m == batch else (xb[:m], tb[:m])
-        np.take(x_train, idx, axis=0, out=x_batch)
-        np.take(t_train, idx, out=t_batch)
-        lr = learning_rate_at(config, state.epoch * per_epoch + state.step, total)
-        loss = net.sgd_step(x_batch, t_batch, lr)
-        state.step += 1
-        if on_step is not None:
-            on_step(state.step, loss)
-        if should_stop is not None and should_stop() and state.step < per_epoch:
-            return False
+    with _blas_threads_for(batch * net.input_size * net.hidden_size):
+        while state.step < per_epoch:
+            if config.sampling == "shuffle":
+                assert state.order is not None
+                idx = state.order[state.step * batch:(state.step + 1) * batch]
+            else:
+                idx = state.rng.choice(n, batch)  # the textbook's random mini-batch
+            m = idx.shape[0]
+            x_batch, t_batch = (xb, tb) if m == batch else (xb[:m], tb[:m])
+            # idx is always in range; mode="clip" lets np.take write straight into out
+            # (the default mode="raise" fills a temporary first, then copies it over)
+            np.take(x_train, idx, axis=0, out=x_batch, mode="clip")
+            np.take(t_train, idx, out=t_batch, mode="clip")
+            lr = learning_rate_at(config, state.epoch * per_epoch + state.step, total)
+            loss = net.sgd_step(x_batch, t_batch, lr)
+            state.step += 1
+            if on_step is not None:
+                on_step(state.step, loss)
+            if should_stop is not None and should_stop() and state.step < per_epoch:
+                return False
     state.epoch += 1
     state.step = 0
     state.order = None
     return True
+
+
+def _blas_threads_for(step_macs: int) -> contextlib.AbstractContextManager[Any]:
+    """One BLAS thread for small steps (see ``SINGLE_THREAD_STEP_MACS``), else no change."""
+    if threadpool_limits is None or step_macs > SINGLE_THREAD_STEP_MACS:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def evaluate(
