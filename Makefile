@@ -18,6 +18,11 @@ serve: $(STAMP)  ## run the API on the shipped models at http://127.0.0.1:8000
 test: $(STAMP)   ## run the whole test suite
 	$(BIN)/python -m pytest
 
+DATA_DIR ?= data/mnist
+bench-train: $(STAMP)  ## training speed vs PyTorch, scikit-learn and the GEMM bound
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/train_speed.py --data-dir $(DATA_DIR)
+
 lint: $(STAMP)
 	$(BIN)/ruff check training service tests bench
 	$(BIN)/mypy training service
