@@ -118,9 +118,11 @@ class PixelBatch(fields.Field):
                 or (spec.accepted_shapes and shape not in spec.accepted_shapes)):
             raise self.make_error("shape", accepted=spec.accepted_text, got=_shape_text(shape)
                                   if shape else "single numbers, not inputs")
-        x = arr.reshape(len(arr), -1).astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf: refused as not finite
+            x = arr.reshape(len(arr), -1).astype(np.float32, copy=False)
         # pixel_range is read raw here; its own field reports a value that is not allowed
-        top = PIXEL_RANGES.get(data.get("pixel_range", "0-1") if data else "0-1")
+        pixel_range = data.get("pixel_range", "0-1") if data else "0-1"
+        top = PIXEL_RANGES.get(pixel_range) if isinstance(pixel_range, str) else None
         if top is None:
             return x
         if not (x.min() >= 0 and x.max() <= top):  # False for NaN too
@@ -155,25 +157,24 @@ class PixelBatch(fields.Field):
         then refuses any scalar that is not a number.
         """
         rows: Any = value.array  # (simdjson's type hints do not narrow on isinstance)
+        array = simdjson.Array
         first = rows[0]
-        if not isinstance(first, simdjson.Array) or not len(first):
+        if not isinstance(first, array) or not len(first):
             return None
-        try:
-            if isinstance(first[0], simdjson.Array):  # inputs as grids of rows
-                height, width = len(first), len(first[0])
-                if any(len(row) != height or any(len(line) != width for line in row)
-                       for row in rows):
-                    return None
-                shape: tuple[int, ...] = (height, width)
-                brackets = 1 + len(rows) * (1 + height)
-            else:
-                width = len(first)
-                if any(len(row) != width for row in rows):
-                    return None
-                shape = (width,)
-                brackets = 1 + len(rows)
-        except TypeError:  # len() of a scalar: not an array where one was expected
-            return None
+        if isinstance(first[0], array):  # inputs as grids of rows
+            height, width = len(first), len(first[0])
+            if any(not isinstance(row, array) or len(row) != height
+                   or any(not isinstance(line, array) or len(line) != width for line in row)
+                   for row in rows):
+                return None
+            shape: tuple[int, ...] = (height, width)
+            brackets = 1 + len(rows) * (1 + height)
+        else:
+            width = len(first)
+            if any(not isinstance(row, array) or len(row) != width for row in rows):
+                return None
+            shape = (width,)
+            brackets = 1 + len(rows)
         if brackets != value.brackets:
             return None
         try:

@@ -192,7 +192,9 @@ def _outcome(schema: PredictRequestSchema, payload: object) -> tuple[str, object
 
 
 _leaf = st.one_of(st.floats(0, 1, width=32), st.integers(0, 1), st.booleans(), st.none(),
-                  st.sampled_from(["0.5", "[", "a"]))
+                  st.sampled_from(["0.5", "[", "a"]),
+                  st.dictionaries(st.sampled_from("ab"), st.lists(st.integers(0, 1), max_size=2),
+                                  max_size=2))
 _row = st.lists(st.one_of(_leaf, st.lists(_leaf, max_size=2)), min_size=1, max_size=4)
 
 
