@@ -149,10 +149,12 @@ class TwoLayerNet:
         """Probabilities: (N, D) -> (N, C), or (D,) -> (C,)."""
         p = self.params
         x = np.asarray(x, dtype=self.dtype)
-        a1 = x @ p["W1"] + p["b1"]          # (N, H)
-        z1 = _sigmoid_(a1)
-        a2 = z1 @ p["W2"] + p["b2"]         # (N, C)
-        return softmax(a2)
+        a1 = x @ p["W1"]                    # (N, H)
+        a1 += p["b1"]
+        z1 = _sigmoid_(a1)                  # in place: a1 becomes z1
+        a2 = z1 @ p["W2"]                   # (N, C)
+        a2 += p["b2"]
+        return _softmax_(a2)                # in place: a2 becomes y
 
     def loss(self, x: ArrayLike, t: ArrayLike, loss_name: LossName | None = None) -> float:
         """Mean loss over the batch; t is integer labels (N,) or one-hot rows (N, C)."""
@@ -280,6 +282,14 @@ def gradient_relative_errors(net: TwoLayerNet, x: ArrayLike, t: ArrayLike) -> di
         denom = float(np.linalg.norm(a) + np.linalg.norm(n))
         errors[k] = float(np.linalg.norm(a - n)) / denom if denom > 0 else 0.0
     return errors
+
+
+def _softmax_(a: NDArray[np.floating]) -> NDArray[np.floating]:
+    """In-place row-wise softmax of logits a (N, C) or (C,); the same function as ``softmax``."""
+    a -= a.max(axis=-1, keepdims=True)
+    np.exp(a, out=a)
+    a /= a.sum(axis=-1, keepdims=True)
+    return a
 
 
 def _sigmoid_(a: NDArray[np.floating], prescaled: bool = False) -> NDArray[np.floating]:
