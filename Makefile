@@ -23,6 +23,9 @@ bench-train: $(STAMP)  ## training speed vs PyTorch, scikit-learn and the GEMM b
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/train_speed.py --data-dir $(DATA_DIR)
 
+bench-serve: $(STAMP)  ## requests/s of predict vs a no-op floor under gunicorn (needs wrk)
+	$(BIN)/python bench/serve_load.py --duration 10 --rounds 2
+
 lint: $(STAMP)
 	$(BIN)/ruff check training service tests bench
 	$(BIN)/mypy training service
