@@ -13,9 +13,8 @@ from service.demo import demo
 from service.errors import StartupError, register_error_handlers
 from service.openapi import build_openapi
 from service.registry import load_registry
-from service.schemas import InputSpec, RequestSchemas
 from service.settings import Settings
-from service.views import EXTENSION, Endpoint, ServiceState, register_views
+from service.views import EXTENSION, ServiceState, build_endpoints, register_views
 
 __all__ = ["Settings", "StartupError", "create_app"]
 
@@ -24,17 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """The app for ``settings`` (default: read from the environment)."""
     settings = settings if settings is not None else Settings.from_env()
     registry = load_registry(settings.model_dir, settings.default_model)
-    endpoints = {}
-    for name, model in registry.models.items():
-        spec = InputSpec(
-            input_shape=model.input_shape,
-            image_size=model.image_size,
-            image_style=model.image_style,
-            num_classes=model.num_classes,
-            max_batch_size=settings.max_batch_size,
-            max_image_pixels=settings.max_image_pixels,
-        )
-        endpoints[name] = Endpoint(model=model, schemas=RequestSchemas.for_spec(spec))
+    endpoints, versions = build_endpoints(registry, settings)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
@@ -43,6 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         registry=registry,
         endpoints=endpoints,
         openapi=orjson.dumps(build_openapi(registry)),
+        versions=versions,
     )
     register_error_handlers(app)
     register_views(app, settings)

@@ -15,13 +15,13 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-from flask import Blueprint, Response, current_app, redirect, request
+from flask import Blueprint, Response, redirect, request
 from flask.typing import ResponseReturnValue
 from marshmallow import Schema, fields
 
 from service.inputs import request_payload
 from service.schemas import PixelBatch
-from service.views import EXTENSION, Endpoint, ServiceState, json_response
+from service.views import json_response, lookup
 
 demo = Blueprint("demo", __name__)
 
@@ -64,7 +64,7 @@ def _page() -> bytes:
 @demo.post("/preprocess")
 @demo.post("/v1/models/<name>/preprocess")
 def preprocess(name: str | None = None) -> Response:
-    endpoint = _endpoint(name)
+    endpoint = lookup(name)
     data = endpoint.schemas.predict.load(request_payload(request))
     model = endpoint.model
     shape = model.image_size or model.input_shape
@@ -75,9 +75,3 @@ def preprocess(name: str | None = None) -> Response:
         "shape": list(shape),
         "inputs": x.reshape(len(x), *shape).tolist(),
     })
-
-
-def _endpoint(name: str | None) -> Endpoint:
-    state: ServiceState = current_app.extensions[EXTENSION]
-    model = state.registry.default if name is None else state.registry.get(name)  # 404 if unknown
-    return state.endpoints[model.name]

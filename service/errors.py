@@ -51,6 +51,12 @@ class ModelNotFound(APIError):
     code = "model_not_found"
 
 
+class VersionNotFound(ModelNotFound):
+    """The model exists but not that version (or that version failed validation)."""
+
+    code = "version_not_found"
+
+
 class ImageTooLarge(APIError):
     """An image whose pixel count is over the limit (a decompression bomb, or just too big)."""
 

@@ -34,7 +34,7 @@ CUSTOM_FIELDS: dict[type[fields.Field], dict[str, Any]] = {
 }
 _ERRORS = {
     "400": "Malformed JSON",
-    "404": "Unknown model or route",
+    "404": "Unknown model, version or route",
     "413": "Body or image too large",
     "415": "Unsupported Content-Type",
     "422": "Invalid inputs, labels, options or image",
@@ -88,6 +88,10 @@ def build_openapi(registry: Registry) -> dict[str, Any]:
               for code, text in _ERRORS.items()}
     name_param = {"name": "name", "in": "path", "required": True,
                   "schema": {"type": "string", "enum": sorted(registry.models)}}
+    version_param = {"name": "version", "in": "path", "required": True,
+                     "schema": {"type": "string"},
+                     "description": "A version directory's number, or a flat file's hash id "
+                                    "(see GET /v1/models/{name}: versions)."}
 
     for action, (request_ref, response_ref, summary) in _OPERATIONS.items():
         operation = {
@@ -101,6 +105,11 @@ def build_openapi(registry: Registry) -> dict[str, Any]:
             **operation, "operationId": action, "tags": ["inference"],
             "parameters": [name_param, *operation["parameters"]],
         }})
+        spec.path(path=f"/v1/models/{{name}}/versions/{{version}}/{action}", operations={"post": {
+            **operation, "operationId": f"{action}_version", "tags": ["inference"],
+            "summary": f"{summary} (a given version of the model)",
+            "parameters": [name_param, version_param, *operation["parameters"]],
+        }})
         spec.path(path=f"/{action}", operations={"post": {
             **operation, "operationId": f"{action}_default", "tags": ["inference"],
             "summary": f"{summary} (default model: {registry.default_name})",
@@ -112,8 +121,16 @@ def build_openapi(registry: Registry) -> dict[str, Any]:
         "responses": {"200": {"description": "OK", "content": _json_ref("ModelList")}},
     }})
     spec.path(path="/v1/models/{name}", operations={"get": {
-        "summary": "A model's metadata: input shape, classes, preprocessing, metrics, version.",
+        "summary": "A model's metadata: input shape, classes, preprocessing, metrics, version "
+                   "(the newest, which serves by default), and its ready versions.",
         "tags": ["models"], "operationId": "model_info", "parameters": [name_param],
+        "responses": {"200": {"description": "OK", "content": _json_ref("ModelInfo")},
+                      "404": errors["404"]},
+    }})
+    spec.path(path="/v1/models/{name}/versions/{version}", operations={"get": {
+        "summary": "The metadata of one version of a model.",
+        "tags": ["models"], "operationId": "model_version_info",
+        "parameters": [name_param, version_param],
         "responses": {"200": {"description": "OK", "content": _json_ref("ModelInfo")},
                       "404": errors["404"]},
     }})

@@ -390,7 +390,11 @@ class AccuracyResponseSchema(Schema):
 
 class ModelInfoSchema(Schema):
     name = fields.String(required=True)
-    version = fields.String(required=True)
+    version = fields.String(required=True, metadata={
+        "description": "A version directory's number, or a flat NAME.npz's hash id."})
+    versions = fields.List(fields.String(), required=True, metadata={
+        "description": "The model's ready versions, oldest first; the last serves by default."})
+    sha256 = fields.String(required=True, metadata={"description": "SHA-256 of the weights file."})
     input_shape = fields.List(fields.Integer(), required=True)
     input_size = fields.Integer(required=True)
     hidden_size = fields.Integer(required=True)

@@ -8,7 +8,9 @@ the forward pass on the hot path.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from importlib import resources
 from typing import Any
 
@@ -20,7 +22,7 @@ from numpy.typing import NDArray
 
 from service.inputs import JSON_MIMETYPE, request_payload
 from service.registry import Model, Registry
-from service.schemas import RequestSchemas
+from service.schemas import InputSpec, RequestSchemas
 from service.settings import Settings
 
 EXTENSION = "digits_service"
@@ -40,14 +42,54 @@ class Endpoint:
     schemas: RequestSchemas
 
 
+    @classmethod
+    def for_model(cls, model: Model, settings: Settings) -> Endpoint:
+        spec = InputSpec(
+            input_shape=model.input_shape,
+            image_size=model.image_size,
+            image_style=model.image_style,
+            num_classes=model.num_classes,
+            max_batch_size=settings.max_batch_size,
+            max_image_pixels=settings.max_image_pixels,
+        )
+        return cls(model=model, schemas=RequestSchemas.for_spec(spec))
+
+
 @dataclass(frozen=True)
 class ServiceState:
-    """What the views read, built once by ``create_app`` and kept in ``app.extensions``."""
+    """What the views read, kept in ``app.extensions``: built by ``create_app``, replaced whole
+    (one assignment) by ``service.reload`` when the models change. A request reads it once."""
 
     settings: Settings
     registry: Registry
+    #: name -> the endpoint of the version that serves by default
     endpoints: dict[str, Endpoint]
     openapi: bytes
+    #: name -> version -> endpoint, every loaded version (built from ``endpoints`` if empty)
+    versions: Mapping[str, Mapping[str, Endpoint]] = dataclass_field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.versions:
+            object.__setattr__(self, "versions", {
+                name: {endpoint.model.version: endpoint} for name, endpoint in self.endpoints.items()
+            })
+
+
+def build_endpoints(registry: Registry, settings: Settings, previous: ServiceState | None = None,
+                    ) -> tuple[dict[str, Endpoint], dict[str, dict[str, Endpoint]]]:
+    """``endpoints`` and ``versions`` for a ``ServiceState`` of ``registry``; endpoints of
+    models that ``previous`` already serves (the same ``Model`` object) are reused."""
+    reuse: dict[int, Endpoint] = {}
+    if previous is not None:
+        reuse = {id(e.model): e for by_version in previous.versions.values()
+                 for e in by_version.values()}
+    versions = {
+        name: {version: reuse.get(id(model)) or Endpoint.for_model(model, settings)
+               for version, model in by_version.items()}
+        for name, by_version in registry.all_versions.items()
+    }
+    endpoints = {name: versions[name][model.version] for name, model in registry.models.items()}
+    return endpoints, versions
 
 
 class OrjsonProvider(JSONProvider):
@@ -70,21 +112,37 @@ def _state() -> ServiceState:
     return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
 
 
-def _endpoint(name: str | None) -> Endpoint:
+def lookup(name: str | None, version: str | None = None) -> Endpoint:
+    """The endpoint serving model ``name`` (None: the default model) at ``version`` (None: its
+    newest). Unknown model or version: ``ModelNotFound`` / ``VersionNotFound`` (404, with the
+    available ones in ``details``). Every route that serves a model finds it here."""
     state = _state()
     if name is None:
-        return state.endpoints[state.registry.default_name]
-    endpoint = state.endpoints.get(name)
+        name = state.registry.default_name
+    by_version = state.versions.get(name)
+    endpoint = None
+    if by_version is not None:
+        endpoint = state.endpoints[name] if version is None else by_version.get(version)
     if endpoint is None:
-        state.registry.get(name)  # raises ModelNotFound with the list of models
+        state.registry.get(name, version)  # raises the 404 with what is available
     return endpoint  # type: ignore[return-value]
+
+
+def versions(name: str) -> list[str]:
+    """The ready versions of model ``name``, oldest first (the last serves by default)."""
+    return _state().registry.versions(name)
+
+
+def _endpoint(name: str | None) -> Endpoint:
+    return lookup(name)
 
 
 # --- inference ----------------------------------------------------------------------------
 @api.post("/predict")
 @api.post("/v1/models/<name>/predict")
-def predict(name: str | None = None) -> Response:
-    endpoint = _endpoint(name)
+@api.post("/v1/models/<name>/versions/<version>/predict")
+def predict(name: str | None = None, version: str | None = None) -> Response:
+    endpoint = lookup(name, version)
     data = endpoint.schemas.predict.load(request_payload(request))
     model = endpoint.model
     probabilities = model.predict(data["x"])
@@ -97,8 +155,9 @@ def predict(name: str | None = None) -> Response:
 
 @api.post("/loss")
 @api.post("/v1/models/<name>/loss")
-def loss(name: str | None = None) -> Response:
-    endpoint = _endpoint(name)
+@api.post("/v1/models/<name>/versions/<version>/loss")
+def loss(name: str | None = None, version: str | None = None) -> Response:
+    endpoint = lookup(name, version)
     data = endpoint.schemas.loss.load(request_payload(request))
     model = endpoint.model
     value = model.net.loss(data["x"], data["labels"], loss_name=data["loss"])
@@ -113,8 +172,9 @@ def loss(name: str | None = None) -> Response:
 
 @api.post("/accuracy")
 @api.post("/v1/models/<name>/accuracy")
-def accuracy(name: str | None = None) -> Response:
-    endpoint = _endpoint(name)
+@api.post("/v1/models/<name>/versions/<version>/accuracy")
+def accuracy(name: str | None = None, version: str | None = None) -> Response:
+    endpoint = lookup(name, version)
     data = endpoint.schemas.accuracy.load(request_payload(request))
     model = endpoint.model
     value = model.net.accuracy(data["x"], data["labels"])
@@ -146,13 +206,18 @@ def list_models() -> Response:
     state = _state()
     return json_response({
         "default_model": state.registry.default_name,
-        "models": [endpoint.model.info for endpoint in state.endpoints.values()],
+        "models": [{**endpoint.model.info, "versions": state.registry.versions(name)}
+                   for name, endpoint in state.endpoints.items()],
     })
 
 
 @api.get("/v1/models/<name>")
-def model_info(name: str) -> Response:
-    return json_response(_endpoint(name).model.info)
+@api.get("/v1/models/<name>/versions/<version>")
+def model_info(name: str, version: str | None = None) -> Response:
+    """The model's metadata; ``versions`` lists its ready versions, oldest first."""
+    state = _state()
+    model = lookup(name, version).model
+    return json_response({**model.info, "versions": state.registry.versions(model.name)})
 
 
 # --- health -------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ def test_every_api_route_is_documented(app: Flask) -> None:
     documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
     api_routes = [rule for rule in app.url_map.iter_rules()
                   if rule.endpoint.partition(".")[0] in ("api", "health")]
-    assert len(api_routes) == 10  # 3 x 2 inference, 2 models, 2 health
+    assert len(api_routes) == 14  # 3 x 3 inference, 3 models, 2 health
     for rule in api_routes:
-        path = rule.rule.replace("<name>", "{name}")
+        path = rule.rule.replace("<name>", "{name}").replace("<version>", "{version}")
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert (path, method.lower()) in documented, (path, method)
 
