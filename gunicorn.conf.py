@@ -8,12 +8,24 @@ model file stops start-up with one line on stderr and a non-zero exit status.
 import ctypes
 import io
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 # One BLAS thread per worker: the workers already use every core, and OpenBLAS threads fighting
 # over them made a batch forward pass several times slower. Must be set before numpy loads.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+
+# /metrics adds up every worker's numbers (prometheus_client's multiprocess mode): each process
+# writes its values to files in PROMETHEUS_MULTIPROC_DIR, which must be set before
+# prometheus_client is imported. Unset: a new temporary directory, removed at exit. Either way
+# it is emptied at start (on_starting). (On HUP this file is read again: the variable is set.)
+_OWN_METRICS_DIR = "DIGITS_OWN_METRICS_DIR"
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="digits-metrics-")
+    os.environ[_OWN_METRICS_DIR] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 from service.errors import StartupError  # noqa: E402
 from service.settings import Settings  # noqa: E402
@@ -36,6 +48,9 @@ keepalive = 5
 accesslog = "-" if settings.access_log else None
 errorlog = "-"
 loglevel = "info"
+# JSON lines: gunicorn's error log, the app's logs and (ACCESS_LOG=1) the access log, each line
+# with the request id of its request (service/logs.py)
+logger_class = "service.logs.GunicornLogger"
 
 
 #: Largest piece of a request body read from gunicorn's reader in one step.
@@ -107,3 +122,26 @@ def on_starting(server):  # noqa: ARG001 - gunicorn's hook signature
         create_app(settings)
     except StartupError as exc:
         sys.exit(f"error: {exc}")
+    # after the check, which counted its model loads: only the workers' numbers are served
+    for path in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+        path.unlink()
+
+
+def post_worker_init(worker):
+    """Poll MODEL_DIR for new model files in this worker: a thread, so started after the fork."""
+    from service.reload import start_polling
+
+    start_polling(worker.wsgi, master_pid=worker.ppid)
+
+
+def child_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature
+    """A worker is gone: its in-flight gauge must stop counting (its counters still do)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # noqa: ARG001 - gunicorn's hook signature
+    owned = os.environ.get(_OWN_METRICS_DIR)
+    if owned and owned == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(owned, ignore_errors=True)

@@ -11,18 +11,28 @@ from flask import Flask
 
 from service.demo import demo
 from service.errors import StartupError, register_error_handlers
+from service.metrics import register_metrics
 from service.openapi import build_openapi
 from service.registry import load_registry
+from service.reload import LoadFailure, register_reload
 from service.settings import Settings
 from service.views import EXTENSION, ServiceState, build_endpoints, register_views
 
 __all__ = ["Settings", "StartupError", "create_app"]
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """The app for ``settings`` (default: read from the environment)."""
+def create_app(settings: Settings | None = None, *, strict: bool = True) -> Flask:
+    """The app for ``settings`` (default: read from the environment).
+
+    ``strict=False`` is for gunicorn workers (``service.wsgi``): an invalid version of a model
+    that has another valid version is logged, counted and skipped instead of stopping start-up.
+    The master checks every file strictly before any worker starts, so this matters only when
+    files change later, e.g. before a SIGHUP restarts the workers.
+    """
     settings = settings if settings is not None else Settings.from_env()
-    registry = load_registry(settings.model_dir, settings.default_model)
+    failures: list[LoadFailure] = []
+    registry = load_registry(settings.model_dir, settings.default_model,
+                             on_failure=None if strict else lambda *failure: failures.append(failure))
     endpoints, versions = build_endpoints(registry, settings)
 
     app = Flask(__name__)
@@ -34,7 +44,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         openapi=orjson.dumps(build_openapi(registry)),
         versions=versions,
     )
+    register_metrics(app)  # its request hooks run first, so they time and count everything
     register_error_handlers(app)
     register_views(app, settings)
     app.register_blueprint(demo)
+    register_reload(app, failures)
     return app

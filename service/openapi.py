@@ -140,6 +140,33 @@ def build_openapi(registry: Registry) -> dict[str, Any]:
             "summary": summary, "tags": ["health"], "operationId": path.strip("/"),
             "responses": {"200": {"description": "OK", "content": _json_ref("Status")}},
         }})
+    spec.path(path="/metrics", operations={"get": {
+        "summary": "Prometheus metrics, summed over every worker: requests by route, model and "
+                   "status, latency histograms, in-flight requests, predictions by class, "
+                   "model loads and load failures.",
+        "tags": ["metrics"], "operationId": "metrics",
+        "responses": {"200": {"description": "Prometheus text exposition format",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}},
+    }})
+    spec.path(path="/v1/admin/reload", operations={"post": {
+        "summary": "Check MODEL_DIR now in the worker that answers (the others follow within "
+                   "MODEL_POLL_SECONDS): what was loaded, failed and removed, and what serves.",
+        "tags": ["admin"], "operationId": "reload_models",
+        "responses": {"200": {"description": "OK", "content": {"application/json": {
+            "schema": {"type": "object", "properties": {
+                "changed": {"type": "boolean"},
+                "loaded": {"type": "array", "items": {"type": "object"}},
+                "failed": {"type": "array", "items": {"type": "object"}},
+                "removed": {"type": "array", "items": {"type": "object"}},
+                "serving": {"type": "object", "additionalProperties": {
+                    "type": "object", "properties": {
+                        "version": {"type": "string"},
+                        "versions": {"type": "array", "items": {"type": "string"}}}}},
+                "pid": {"type": "integer"},
+                "workers_restarting": {"type": "boolean", "description":
+                                       "MODEL_POLL_SECONDS=0: gunicorn restarts every worker"},
+            }}}}}},
+    }})
     spec.path(path="/", operations={"get": {
         "summary": "The browser demo: draw a digit, see the prediction.", "tags": ["demo"],
         "operationId": "demo_page",

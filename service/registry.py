@@ -197,10 +197,10 @@ def load_registry(model_dir: str | Path, default_model: str, *,
             failures.append((source, exc))
             continue
         versions.setdefault(source.name, {})[model.version] = model
-    for source, exc in failures:
+    for source, error in failures:
         if source.name not in versions:
-            raise ModelLoadError(str(exc))
-        on_failure(source, exc)  # type: ignore[misc]
+            raise ModelLoadError(str(error))
+        on_failure(source, error)  # type: ignore[misc]
     return Registry.from_versions(versions, default_model, model_dir)
 
 

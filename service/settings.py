@@ -31,6 +31,7 @@ ENV_NAMES = {
     "max_image_pixels": "MAX_IMAGE_PIXELS",
     "access_log": "ACCESS_LOG",
     "bench_noop": "BENCH_NOOP",
+    "model_poll_seconds": "MODEL_POLL_SECONDS",
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -60,6 +61,9 @@ class Settings:
     access_log: bool = False
     #: Adds POST /_bench/noop, the framework floor that bench/serve_load.sh measures against.
     bench_noop: bool = False
+    #: Seconds between each worker's checks of MODEL_DIR for new, changed or removed model
+    #: files (``service/reload.py``); 0 turns polling off.
+    model_poll_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_dir", Path(self.model_dir))
@@ -72,6 +76,9 @@ class Settings:
             value = getattr(self, name)
             if value < 1:
                 raise SettingsError(f"{ENV_NAMES[name]} must be a positive integer, got {value}")
+        if not 0 <= self.model_poll_seconds < float("inf"):
+            raise SettingsError(f"MODEL_POLL_SECONDS must be a number >= 0 (0: off), "
+                                f"got {self.model_poll_seconds}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -88,6 +95,8 @@ class Settings:
                 values[field.name] = _parse_bool(env_name, raw)
             elif isinstance(default, int):
                 values[field.name] = _parse_int(env_name, raw)
+            elif isinstance(default, float):
+                values[field.name] = _parse_float(env_name, raw)
             elif raw.strip():
                 values[field.name] = raw.strip()
             else:
@@ -100,6 +109,13 @@ def _parse_int(name: str, raw: str) -> int:
         return int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _parse_float(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
 def _parse_bool(name: str, raw: str) -> bool:

@@ -21,6 +21,7 @@ from flask.json.provider import JSONProvider
 from numpy.typing import NDArray
 
 from service.inputs import JSON_MIMETYPE, request_payload
+from service.metrics import MODEL, count_predictions
 from service.registry import Model, Registry
 from service.schemas import InputSpec, RequestSchemas
 from service.settings import Settings
@@ -115,8 +116,12 @@ def _state() -> ServiceState:
 def lookup(name: str | None, version: str | None = None) -> Endpoint:
     """The endpoint serving model ``name`` (None: the default model) at ``version`` (None: its
     newest). Unknown model or version: ``ModelNotFound`` / ``VersionNotFound`` (404, with the
-    available ones in ``details``). Every route that serves a model finds it here."""
-    state = _state()
+    available ones in ``details``). Every route that serves a model finds it here, which also
+    names the model and version for the request's metrics and access log line."""
+    return _lookup(_state(), name, version)
+
+
+def _lookup(state: ServiceState, name: str | None, version: str | None) -> Endpoint:
     if name is None:
         name = state.registry.default_name
     by_version = state.versions.get(name)
@@ -125,6 +130,7 @@ def lookup(name: str | None, version: str | None = None) -> Endpoint:
         endpoint = state.endpoints[name] if version is None else by_version.get(version)
     if endpoint is None:
         state.registry.get(name, version)  # raises the 404 with what is available
+    request.environ[MODEL] = endpoint.model  # type: ignore[union-attr]
     return endpoint  # type: ignore[return-value]
 
 
@@ -192,8 +198,10 @@ def _predictions(model: Model, probabilities: NDArray[np.floating]) -> list[dict
     """Rows stay numpy: orjson writes a float32 row in its shortest exact form, a third
     shorter than the float64 digits ``tolist()`` would give, and reading it back as float32
     gives the model's numbers exactly."""
-    labels = probabilities.argmax(axis=1).tolist()
+    label_array = probabilities.argmax(axis=1)
     names = model.class_names
+    count_predictions(model.name, names, label_array)
+    labels = label_array.tolist()
     return [
         {"label": label, "class_name": names[label], "probabilities": row}
         for label, row in zip(labels, probabilities, strict=True)
@@ -216,7 +224,7 @@ def list_models() -> Response:
 def model_info(name: str, version: str | None = None) -> Response:
     """The model's metadata; ``versions`` lists its ready versions, oldest first."""
     state = _state()
-    model = lookup(name, version).model
+    model = _lookup(state, name, version).model
     return json_response({**model.info, "versions": state.registry.versions(model.name)})
 
 

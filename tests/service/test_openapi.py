@@ -51,3 +51,11 @@ def test_model_names_are_listed(app: Flask) -> None:
     spec = build_openapi(registry)
     param = spec["paths"]["/v1/models/{name}"]["get"]["parameters"][0]
     assert param["schema"]["enum"] == ["fashion-mnist", "mnist"]
+
+
+def test_operations_routes_are_documented(app: Flask) -> None:
+    spec = json.loads(app.extensions[EXTENSION].openapi)
+    assert spec["paths"]["/metrics"]["get"]["tags"] == ["metrics"]
+    assert spec["paths"]["/v1/admin/reload"]["post"]["tags"] == ["admin"]
+    assert "version" in spec["paths"]["/v1/models/{name}/versions/{version}/predict"]["post"][
+        "operationId"]

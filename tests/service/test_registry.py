@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.errors import ModelNotFound
-from service.registry import ModelLoadError, load_registry
-from training import TwoLayerNet, load_model, save_model
+from service.errors import ModelNotFound, VersionNotFound
+from service.registry import ModelLoadError, ModelSource, load_registry
+from training import ModelFormatError, TwoLayerNet, load_model, save_model
 
 
 def test_every_npz_is_a_model_named_after_its_stem(model_dir: Path) -> None:
@@ -96,3 +96,70 @@ def test_an_invalid_model_file_stops_loading_naming_the_file(tmp_path: Path, mod
     with pytest.raises(ModelLoadError) as info:
         load_registry(tmp_path, "mnist")
     assert _one_line(info).startswith(str(bad))
+
+
+# --- versions -----------------------------------------------------------------------------
+def _versioned(tmp_path: Path, model_dir: Path, layout: dict[str, str]) -> Path:
+    """``layout``: relative path -> "mnist", "fashion" or "corrupt" (the bytes it gets)."""
+    mnist = (model_dir / "mnist.npz").read_bytes()
+    data = {"mnist": mnist, "fashion": (model_dir / "fashion-mnist.npz").read_bytes(),
+            "corrupt": mnist[:500]}
+    for relative, kind in layout.items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(data[kind])
+    return tmp_path
+
+
+def test_versioned_layout_beside_flat_files(tmp_path: Path, model_dir: Path) -> None:
+    _versioned(tmp_path, model_dir, {
+        "mnist/1/model.npz": "mnist", "mnist/2/model.npz": "fashion", "mnist/10/model.npz": "mnist",
+        "fashion-mnist.npz": "fashion",
+        "mnist/3/README.md": "mnist",           # no model.npz (yet): not a version
+        "mnist/latest/model.npz": "mnist",      # not a positive integer: ignored
+        "mnist/07/model.npz": "mnist",          # leading zero: ignored
+        "notes/model.npz": "mnist",             # a directory without version directories
+    })
+    registry = load_registry(tmp_path, "mnist")
+    assert sorted(registry.models) == ["fashion-mnist", "mnist"]
+    assert registry.versions("mnist") == ["1", "2", "10"]  # in numeric order
+    assert registry.default.version == "10"  # the newest serves by default
+    assert registry.get("mnist", "2").num_classes == 10 and registry.get("mnist", "2").info[
+        "dataset"] == {"name": "fashion-mnist"}
+    fashion = registry.get("fashion-mnist")
+    assert fashion.version == load_model(tmp_path / "fashion-mnist.npz").version  # flat: hash id
+    assert registry.versions("fashion-mnist") == [fashion.version]
+    assert fashion.info["sha256"] == fashion.sha256 and fashion.sha256.startswith(fashion.version)
+
+
+def test_unknown_version_is_a_404_listing_the_versions(tmp_path: Path, model_dir: Path) -> None:
+    _versioned(tmp_path, model_dir, {"mnist/1/model.npz": "mnist", "mnist/2/model.npz": "mnist"})
+    with pytest.raises(VersionNotFound) as info:
+        load_registry(tmp_path, "mnist").get("mnist", "3")
+    assert (info.value.status, info.value.code) == (404, "version_not_found")
+    assert info.value.details == {"available": ["1", "2"]}
+    with pytest.raises(ModelNotFound, match="no model named 'digits'"):
+        load_registry(tmp_path, "mnist").versions("digits")
+
+
+def test_one_name_in_two_layouts_is_refused(tmp_path: Path, model_dir: Path) -> None:
+    _versioned(tmp_path, model_dir, {"mnist/1/model.npz": "mnist", "mnist.npz": "mnist"})
+    with pytest.raises(ModelLoadError) as info:
+        load_registry(tmp_path, "mnist")
+    assert _one_line(info) == (f"{tmp_path / 'mnist'} and {tmp_path / 'mnist.npz'}: "
+                               "one model in two layouts; keep one")
+
+
+def test_an_invalid_version_stops_loading_unless_failures_are_handled(tmp_path: Path,
+                                                                      model_dir: Path) -> None:
+    _versioned(tmp_path, model_dir, {"mnist/1/model.npz": "mnist", "mnist/2/model.npz": "corrupt",
+                                     "fashion-mnist.npz": "fashion"})
+    with pytest.raises(ModelLoadError) as info:
+        load_registry(tmp_path, "mnist")
+    assert _one_line(info).startswith(str(tmp_path / "mnist" / "2" / "model.npz"))
+    failures: list[tuple[ModelSource, ModelFormatError]] = []
+    registry = load_registry(tmp_path, "mnist", on_failure=lambda *f: failures.append(f))
+    assert registry.versions("mnist") == ["1"]  # another version is valid: skipped
+    assert [(s.name, s.version) for s, _ in failures] == [("mnist", "2")]
+    (tmp_path / "mnist" / "1" / "model.npz").write_bytes(b"no longer a model")
+    with pytest.raises(ModelLoadError, match="mnist/1/model.npz"):  # no valid version: stops
+        load_registry(tmp_path, "mnist", on_failure=lambda *f: None)

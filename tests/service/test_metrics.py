@@ -1,0 +1,92 @@
+"""Request ids and Prometheus metrics in one process (the Flask test client)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.metrics import count_predictions, request_id_from
+
+ONE_INPUT = {"inputs": [[0.0] * 784]}
+
+
+def value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.mark.parametrize("sent,kept", [
+    ("abc-123", True), ("x" * 128, True), ("x" * 129, False), ("a b", False), ("a\tb", False),
+    ("", False), (None, False), ("é", False),
+])
+def test_request_id_from(sent: str | None, kept: bool) -> None:
+    request_id = request_id_from(sent)
+    assert (request_id == sent) is kept
+    if not kept:
+        assert re.fullmatch(r"[0-9a-f]{32}", request_id)
+
+
+def test_every_response_carries_the_request_id(client: FlaskClient) -> None:
+    assert client.post("/predict", json=ONE_INPUT,
+                       headers={"X-Request-ID": "r-1"}).headers["X-Request-ID"] == "r-1"
+    for answer in (client.get("/nope"), client.get("/predict"), client.post("/predict", data="{",
+                   content_type="application/json"), client.get("/healthz")):
+        assert re.fullmatch(r"[0-9a-f]{32}", answer.headers["X-Request-ID"])
+
+
+def test_requests_are_counted_by_route_model_and_status(client: FlaskClient) -> None:
+    rule = "/v1/models/<name>/predict"
+    ok = value("digits_http_requests_total", endpoint=rule, model="mnist", status="200")
+    bad = value("digits_http_requests_total", endpoint=rule, model="mnist", status="422")
+    unknown = value("digits_http_requests_total", endpoint=rule, model="", status="404")
+    unmatched = value("digits_http_requests_total", endpoint="unmatched", model="", status="404")
+    timed = value("digits_http_request_duration_seconds_count", endpoint=rule, model="mnist")
+    client.post("/v1/models/mnist/predict", json=ONE_INPUT)
+    client.post("/v1/models/mnist/predict", json={"inputs": [[2.0] * 784]})
+    client.post("/v1/models/digits/predict", json=ONE_INPUT)
+    client.get("/no/such/route")
+    assert value("digits_http_requests_total", endpoint=rule, model="mnist", status="200") == ok + 1
+    assert value("digits_http_requests_total", endpoint=rule, model="mnist", status="422") == bad + 1
+    assert value("digits_http_requests_total", endpoint=rule, model="", status="404") == unknown + 1
+    assert value("digits_http_requests_total", endpoint="unmatched", model="",
+                 status="404") == unmatched + 1
+    assert value("digits_http_request_duration_seconds_count", endpoint=rule,
+                 model="mnist") == timed + 2
+    assert value("digits_http_requests_in_flight") == 0
+
+
+def test_predictions_are_counted_by_class(client: FlaskClient) -> None:
+    answer = client.post("/v1/models/fashion-mnist/predict",
+                         json={"inputs": np.random.default_rng(0).random((5, 784)).tolist()})
+    names = [p["class_name"] for p in answer.get_json()["predictions"]]
+    before = {name: value("digits_predictions_total", model="fashion-mnist", class_name=name)
+              for name in set(names)}
+    client.post("/v1/models/fashion-mnist/predict",
+                json={"inputs": np.random.default_rng(0).random((5, 784)).tolist()})
+    for name in set(names):
+        assert value("digits_predictions_total", model="fashion-mnist",
+                     class_name=name) == before[name] + names.count(name)
+
+
+def test_count_predictions_single_and_batch() -> None:
+    classes = ["a", "b", "c"]
+    before = [value("digits_predictions_total", model="unit", class_name=c) for c in classes]
+    count_predictions("unit", classes, np.array([2]))
+    count_predictions("unit", classes, np.array([0, 2, 2, 0, 0]))
+    after = [value("digits_predictions_total", model="unit", class_name=c) for c in classes]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [3, 0, 3]
+
+
+def test_metrics_page_is_prometheus_text(client: FlaskClient) -> None:
+    client.get("/healthz")
+    answer = client.get("/metrics")
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"].startswith("text/plain; version=")
+    names = {family.name for family in text_string_to_metric_families(answer.get_data(as_text=True))}
+    assert {"digits_http_requests", "digits_http_request_duration_seconds",
+            "digits_http_requests_in_flight", "digits_predictions", "digits_model_loads",
+            "digits_model_load_failures"} <= names
