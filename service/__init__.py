@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, *, strict: bool = True) -> Flas
     endpoints, versions = build_endpoints(registry, settings)
 
     app = Flask(__name__)
+    app.debug = False  # never from FLASK_DEBUG, which Flask reads from the environment by itself
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.extensions[EXTENSION] = ServiceState(
         settings=settings,

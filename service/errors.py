@@ -12,6 +12,7 @@ Domain errors carry their HTTP status; ``register_error_handlers`` turns them, m
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -90,7 +91,11 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
     if details is not None:
         error["details"] = details
     # marshmallow keys list items by index: integers, which orjson writes only when told to
-    body = orjson.dumps({"error": error}, option=orjson.OPT_NON_STR_KEYS)
+    try:
+        body = orjson.dumps({"error": error}, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:  # a lone surrogate echoed from a body json.loads read: sent
+        # as "?", since strict parsers (orjson too) refuse a lone "\ud800" escape
+        body = json.dumps({"error": error}, ensure_ascii=False).encode(errors="replace")
     return Response(body, status=status, mimetype=JSON_MIMETYPE)
 
 

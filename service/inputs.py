@@ -25,6 +25,9 @@ _SUPPORTED = f"{JSON_MIMETYPE}, {FORM_MIMETYPE} or image/png|jpeg|gif|bmp|webp"
 #: One simdjson parser per thread, kept between requests: a new one allocates buffers the size
 #: of the body every time, which cost more than the parse itself for a 100-digit batch.
 _local = threading.local()
+#: JSON nested deeper than this is refused (400) before anything recurses into it: a request
+#: needs 4 levels (object, batch, rows, pixels) and numpy arrays have at most 64 dimensions.
+MAX_JSON_DEPTH = 64
 
 
 class JsonArray:
@@ -84,14 +87,17 @@ def loads_json(body: bytes) -> Any:
     """
     try:
         doc = _parse(body)
-    except ValueError:  # includes UnicodeDecodeError
+    except (ValueError, RuntimeError):  # UnicodeDecodeError too; BIGINT_ERROR, DEPTH_ERROR
         return _loads_lenient(body)
     if not isinstance(doc, simdjson.Object):
         return _plain(doc, in_array=False)
     payload: dict[str, Any] = {}
     inputs = None
     for key in doc:  # (not items(): it would convert everything to Python)
-        value = doc[key]
+        try:
+            value = doc[key]
+        except KeyError:  # a key simdjson cannot look up: one holding "\u0000"
+            return _loads_lenient(body)
         if key == "inputs" and isinstance(value, simdjson.Array):
             inputs = value
         else:
@@ -122,10 +128,12 @@ def _loads_lenient(body: bytes) -> Any:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _too_deep() from None
     return _plain(payload, in_array=False)
 
 
-def _plain(value: Any, in_array: bool) -> Any:
+def _plain(value: Any, in_array: bool, depth: int = 0) -> Any:
     """Python objects for a parsed value, with ``None`` for booleans inside arrays."""
     if isinstance(value, simdjson.Array):
         value = value.as_list()
@@ -134,10 +142,18 @@ def _plain(value: Any, in_array: bool) -> Any:
     if isinstance(value, bool):
         return None if in_array else value
     if isinstance(value, list):
-        return [_plain(v, True) for v in value]
+        if depth == MAX_JSON_DEPTH:
+            raise _too_deep()
+        return [_plain(v, True, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {k: _plain(v, False) for k, v in value.items()}
+        if depth == MAX_JSON_DEPTH:
+            raise _too_deep()
+        return {k: _plain(v, False, depth + 1) for k, v in value.items()}
     return value
+
+
+def _too_deep() -> InvalidJSON:
+    return InvalidJSON(f"the body is nested more than {MAX_JSON_DEPTH} levels deep")
 
 
 def _count_brackets(body: bytes) -> int:

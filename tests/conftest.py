@@ -1,8 +1,11 @@
 from pathlib import Path
 
 import pytest
+from hypothesis_profiles import load_profiles
 
 SAMPLE_DIR = Path(__file__).parent / "data" / "mnist-sample"
+
+load_profiles()  # Hypothesis: derandomized "ci" unless HYPOTHESIS_PROFILE=long
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -119,7 +120,10 @@ def load_model(path: str | Path) -> ModelFile:
         if "allow_pickle" in str(exc):
             raise ModelFormatError(path, "contains pickled objects; refusing to load it") from None
         raise ModelFormatError(path, f"not a valid .npz file ({exc})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, MemoryError, OverflowError,
+            NotImplementedError, RuntimeError) as exc:
+        # MemoryError/OverflowError: an .npy header claiming an impossible shape; the other two:
+        # zip entries zipfile cannot read (unknown compression method, encrypted)
         raise ModelFormatError(path, f"not a valid .npz file ({exc})") from None
 
     metadata = _parse_metadata(path, arrays.pop("metadata"))
@@ -132,7 +136,7 @@ def _check_members(path: Path, data: bytes) -> None:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             infos = zf.infolist()
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, NotImplementedError, ValueError):  # e.g. "zip file version 10.9"
         raise ModelFormatError(path, "not an .npz file (not a zip archive, or truncated)") from None
     names = {info.filename for info in infos}
     missing = sorted(_MEMBERS - names)
@@ -151,7 +155,7 @@ def _parse_metadata(path: Path, raw: NDArray) -> dict[str, Any]:
         raise ModelFormatError(path, "metadata must be a single JSON string")
     try:
         meta = json.loads(str(raw))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         raise ModelFormatError(path, "metadata is not valid JSON") from None
     if not isinstance(meta, dict):
         raise ModelFormatError(path, "metadata must be a JSON object")
@@ -186,7 +190,7 @@ def _check_params(path: Path, arrays: dict[str, NDArray], meta: dict[str, Any]) 
         raise ModelFormatError(
             path, f"shapes do not chain: W1 {w1.shape}, b1 {b1.shape}, W2 {w2.shape}, b2 {b2.shape}"
         )
-    if int(np.prod(meta["input_shape"])) != d:
+    if math.prod(meta["input_shape"]) != d:  # not np.prod: int64 wraps ([2**62, 4] -> 0)
         raise ModelFormatError(
             path, f"metadata input_shape {meta['input_shape']} does not match W1 {w1.shape}")
     if len(meta["class_names"]) != c:
