@@ -9,6 +9,8 @@ from __future__ import annotations
 import orjson
 from flask import Flask
 
+from service.auth import register_auth
+from service.cors import register_cors
 from service.demo import demo
 from service.errors import StartupError, register_error_handlers
 from service.metrics import register_metrics
@@ -16,6 +18,7 @@ from service.openapi import build_openapi
 from service.registry import load_registry
 from service.reload import LoadFailure, register_reload
 from service.settings import Settings
+from service.v2 import register_v2
 from service.views import EXTENSION, ServiceState, build_endpoints, register_views
 
 __all__ = ["Settings", "StartupError", "create_app"]
@@ -50,4 +53,7 @@ def create_app(settings: Settings | None = None, *, strict: bool = True) -> Flas
     register_views(app, settings)
     app.register_blueprint(demo)
     register_reload(app, failures)
+    register_v2(app)
+    register_auth(app, settings.token)
+    register_cors(app, settings.cors_origins)
     return app

@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 import orjson
-from flask import Flask, Response
+from flask import Flask, Response, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -99,6 +99,26 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
     return Response(body, status=status, mimetype=JSON_MIMETYPE)
 
 
+#: Routes under this prefix speak the Open Inference Protocol (``service/v2.py``), whose errors
+#: are ``{"error": "<message>"}``. Its blueprint handles its views' errors; routing errors (404,
+#: 405) reach the handlers here before any blueprint is chosen, so these check the path.
+V2_PREFIX = "/v2"
+
+
+def v2_error_response(status: int, message: str) -> Response:
+    """An error in the Open Inference Protocol's shape: ``{"error": "<message>"}``."""
+    try:
+        body = orjson.dumps({"error": message})
+    except orjson.JSONEncodeError:  # a lone surrogate, as in error_response
+        body = json.dumps({"error": message}, ensure_ascii=False).encode(errors="replace")
+    return Response(body, status=status, mimetype=JSON_MIMETYPE)
+
+
+def is_v2_request() -> bool:
+    path = request.path
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
+
+
 def _api_error(exc: APIError) -> Response:
     return error_response(exc.status, exc.code, exc.message, exc.details)
 
@@ -110,8 +130,11 @@ def _validation_error(exc: ValidationError) -> Response:
 
 def _http_exception(exc: HTTPException) -> Response:
     status = exc.code or 500
-    code = _HTTP_CODES.get(status) or (exc.name or "error").lower().replace(" ", "_")
-    response = error_response(status, code, exc.description or exc.name)
+    if is_v2_request():
+        response = v2_error_response(status, exc.description or exc.name)
+    else:
+        code = _HTTP_CODES.get(status) or (exc.name or "error").lower().replace(" ", "_")
+        response = error_response(status, code, exc.description or exc.name)
     if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
         response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
     return response
@@ -121,6 +144,8 @@ def _unexpected(exc: Exception) -> Response:
     if isinstance(exc, HTTPException):  # Flask routes these here when no closer handler exists
         return _http_exception(exc)
     log.exception("unhandled error")
+    if is_v2_request():
+        return v2_error_response(500, "internal server error")
     return error_response(500, "internal_error", "internal server error")
 
 

@@ -8,7 +8,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import fields
 
-from service import schemas
+from service import schemas, v2
 from service.demo import PreprocessResponseSchema
 from service.images import IMAGE_MIMETYPES
 from service.registry import Registry
@@ -31,6 +31,8 @@ CUSTOM_FIELDS: dict[type[fields.Field], dict[str, Any]] = {
         ],
     },
     schemas.ImageData: {"type": "string", "format": "byte"},
+    v2.TensorData: {"type": "array", "items": {},
+                    "example": [0.0, 0.0, 0.5, 1.0]},
 }
 _ERRORS = {
     "400": "Malformed JSON",
@@ -48,6 +50,18 @@ _OPERATIONS = {
                  "Accuracy, correct count and count, as TwoLayerNet.accuracy computes it."),
     "preprocess": ("PredictRequest", "PreprocessResponse",
                    "The model's inputs as predict computes them, e.g. the 28x28 field of an image."),
+}
+
+
+#: Operations under these tags are open whatever the settings; "admin" ones always need the
+#: bearer token; all others need it when the server has one (AUTH_TOKEN). See service/auth.py.
+OPEN_TAGS = frozenset({"health", "v2-health", "metrics", "demo"})
+ADMIN_TAGS = frozenset({"admin"})
+_V2_ERRORS = {
+    "400": "Bad request: the body, a tensor's datatype, shape or values",
+    "404": "Unknown model, version or route",
+    "413": "Body too large",
+    "415": "Unsupported Content-Encoding",
 }
 
 
@@ -82,6 +96,18 @@ def build_openapi(registry: Registry) -> dict[str, Any]:
         ("ModelList", schemas.ModelListResponseSchema),
         ("Status", schemas.StatusResponseSchema),
         ("Error", schemas.ErrorResponseSchema),
+        ("V2RequestInput", v2.RequestInputSchema),  # (nested ones first: named, not guessed)
+        ("V2RequestOutput", v2.RequestOutputSchema),
+        ("V2ResponseOutput", v2.ResponseOutputSchema),
+        ("V2MetadataTensor", v2.MetadataTensorSchema),
+        ("V2InferenceRequest", v2.InferenceRequestSchema),
+        ("V2InferenceResponse", v2.InferenceResponseSchema),
+        ("V2ModelMetadata", v2.ModelMetadataSchema),
+        ("V2ServerMetadata", v2.ServerMetadataSchema),
+        ("V2Live", v2.LiveSchema),
+        ("V2Ready", v2.ReadySchema),
+        ("V2ModelReady", v2.ModelReadySchema),
+        ("V2Error", v2.V2ErrorSchema),
     ):
         spec.components.schema(name, schema=schema)
     errors = {code: {"description": text, "content": _json_ref("Error")}
@@ -173,7 +199,89 @@ def build_openapi(registry: Registry) -> dict[str, Any]:
         "responses": {"200": {"description": "An HTML page",
                               "content": {"text/html": {"schema": {"type": "string"}}}}},
     }})
-    return spec.to_dict()
+    _v2_paths(spec, name_param, version_param)
+    spec.components.security_scheme("bearerAuth", {
+        "type": "http", "scheme": "bearer",
+        "description": "Needed when the server sets AUTH_TOKEN (or AUTH_TOKEN_FILE): then every "
+                       "operation but health, metrics and the demo page needs "
+                       "'Authorization: Bearer <token>'. Admin operations always need it.",
+    })
+    document = spec.to_dict()
+    _add_security(document)
+    return document
+
+
+def _v2_paths(spec: APISpec, name_param: dict[str, Any], version_param: dict[str, Any]) -> None:
+    """The Open Inference Protocol's REST routes (service/v2.py); errors are V2Error."""
+    errors = {code: {"description": text, "content": _json_ref("V2Error")}
+              for code, text in _V2_ERRORS.items()}
+    spec.path(path="/v2", operations={"get": {
+        "summary": "Open Inference Protocol: server metadata (name, version, extensions).",
+        "tags": ["v2"], "operationId": "v2_server_metadata",
+        "responses": {"200": {"description": "OK", "content": _json_ref("V2ServerMetadata")}},
+    }})
+    for path, ref, summary in (("live", "V2Live", "Server live: the process answers."),
+                               ("ready", "V2Ready", "Server ready: every model is loaded.")):
+        spec.path(path=f"/v2/health/{path}", operations={"get": {
+            "summary": summary, "tags": ["v2-health"], "operationId": f"v2_server_{path}",
+            "responses": {"200": {"description": "OK", "content": _json_ref(ref)}},
+        }})
+    binary_header = {
+        "name": v2.HEADER_LENGTH, "in": "header", "required": False,
+        "schema": {"type": "integer", "minimum": 0},
+        "description": "Binary tensor data extension: the body is this many bytes of JSON, then "
+                       "the raw little-endian bytes of each input whose parameters give "
+                       "binary_data_size, in order.",
+    }
+    binary_body = {"schema": {"type": "string", "format": "binary"}}
+    for prefix, params, suffix in (("/v2/models/{name}", [name_param], ""),
+                                   ("/v2/models/{name}/versions/{version}",
+                                    [name_param, version_param], "_version")):
+        spec.path(path=prefix, operations={"get": {
+            "summary": "Open Inference Protocol: model metadata (its input and outputs).",
+            "tags": ["v2"], "operationId": f"v2_model_metadata{suffix}", "parameters": params,
+            "responses": {"200": {"description": "OK", "content": _json_ref("V2ModelMetadata")},
+                          "404": errors["404"]},
+        }})
+        spec.path(path=f"{prefix}/ready", operations={"get": {
+            "summary": "Open Inference Protocol: model ready.", "tags": ["v2-health"],
+            "operationId": f"v2_model_ready{suffix}", "parameters": params,
+            "responses": {"200": {"description": "OK", "content": _json_ref("V2ModelReady")},
+                          "404": errors["404"]},
+        }})
+        spec.path(path=f"{prefix}/infer", operations={"post": {
+            "summary": "Open Inference Protocol: inference. Input 'input' (FP32 [N, 784] or "
+                       "[N, 28, 28] in [0, 1], or UINT8 0-255); outputs 'probabilities' (FP32 "
+                       "[N, C]) and 'label' (INT64 [N]).",
+            "tags": ["v2"], "operationId": f"v2_infer{suffix}",
+            "parameters": [*params, binary_header],
+            "requestBody": {"required": True, "content": {
+                **_json_ref("V2InferenceRequest"), v2.BINARY_MIMETYPE: binary_body}},
+            "responses": {"200": {"description": "OK; with binary outputs, the JSON is followed "
+                                                 "by their bytes and the response has the "
+                                                 f"{v2.HEADER_LENGTH} header.",
+                                  "content": {**_json_ref("V2InferenceResponse"),
+                                              v2.BINARY_MIMETYPE: binary_body}},
+                          **errors},
+        }})
+
+
+def _add_security(document: dict[str, Any]) -> None:
+    """Each operation's security, by its tag: open, always the token, or the token if set
+    (``{}``, no security, is the alternative that a server without AUTH_TOKEN accepts)."""
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            tags = set(operation.get("tags", ()))
+            if tags & ADMIN_TAGS:
+                operation["security"] = [{"bearerAuth": []}]
+                operation.setdefault("responses", {}).setdefault("401", _UNAUTHORIZED)
+            elif not tags & OPEN_TAGS:
+                operation["security"] = [{"bearerAuth": []}, {}]
+                operation.setdefault("responses", {}).setdefault("401", _UNAUTHORIZED)
+
+
+_UNAUTHORIZED = {"description": "No bearer token, or not the server's (AUTH_TOKEN); the "
+                                "WWW-Authenticate header says Bearer"}
 
 
 def _json_ref(name: str) -> dict[str, Any]:

@@ -8,8 +8,11 @@ the variable, so start-up fails before the first request instead of on it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from dataclasses import field as dataclass_field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +35,16 @@ ENV_NAMES = {
     "access_log": "ACCESS_LOG",
     "bench_noop": "BENCH_NOOP",
     "model_poll_seconds": "MODEL_POLL_SECONDS",
+    "auth_token": "AUTH_TOKEN",
+    "auth_token_file": "AUTH_TOKEN_FILE",
+    "cors_origins": "CORS_ORIGINS",
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+#: What an Authorization header can carry: visible ASCII, no spaces.
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+#: An origin as browsers send it: scheme, host and optional port, no path.
+_ORIGIN = re.compile(r"https?://[^\s/?#]+")
 
 
 class SettingsError(StartupError):
@@ -66,6 +76,13 @@ class Settings:
     #: Seconds between each worker's checks of MODEL_DIR for new, changed or removed model
     #: files (``service/reload.py``); 0 turns polling off.
     model_poll_seconds: float = 2.0
+    #: The bearer token that inference and model routes need, and admin routes always need
+    #: (``service/auth.py``); None leaves them open. Kept out of the repr.
+    auth_token: str | None = dataclass_field(default=None, repr=False)
+    #: A file holding the token instead (a mounted secret); set one of the two, not both.
+    auth_token_file: Path | None = None
+    #: Origins whose pages may call the API from a browser (CORS), or "*" for any; empty: off.
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_dir", Path(self.model_dir))
@@ -81,6 +98,34 @@ class Settings:
         if not 0 <= self.model_poll_seconds < float("inf"):
             raise SettingsError(f"MODEL_POLL_SECONDS must be a number >= 0 (0: off), "
                                 f"got {self.model_poll_seconds}")
+        if self.auth_token_file is not None:
+            object.__setattr__(self, "auth_token_file", Path(self.auth_token_file))
+        object.__setattr__(self, "cors_origins", tuple(map(_origin, self.cors_origins)))
+        _ = self.token  # read and checked now: a bad token stops start-up, not a request
+
+    @cached_property
+    def token(self) -> str | None:
+        """The bearer token: ``AUTH_TOKEN``, or what ``AUTH_TOKEN_FILE`` holds (whitespace around
+        it, such as the file's last newline, dropped); None if neither is set."""
+        if self.auth_token is not None and self.auth_token_file is not None:
+            raise SettingsError("set AUTH_TOKEN or AUTH_TOKEN_FILE, not both")
+        if self.auth_token_file is not None:
+            name = "AUTH_TOKEN_FILE"
+            try:
+                token = self.auth_token_file.read_bytes().decode("latin-1").strip()
+            except OSError as exc:
+                raise SettingsError(f"{name} {self.auth_token_file}: cannot read it "
+                                    f"({exc.strerror})") from None
+        elif self.auth_token is not None:
+            name, token = "AUTH_TOKEN", self.auth_token
+        else:
+            return None
+        if not token:
+            raise SettingsError(f"{name} is empty: set a token, or unset it to leave the API open")
+        if not _TOKEN.fullmatch(token):
+            raise SettingsError(f"{name} must be printable ASCII without spaces, e.g. the output "
+                                "of `openssl rand -hex 32`")
+        return token
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -99,11 +144,21 @@ class Settings:
                 values[field.name] = _parse_int(env_name, raw)
             elif isinstance(default, float):
                 values[field.name] = _parse_float(env_name, raw)
+            elif isinstance(default, tuple):  # comma-separated; empty: none
+                values[field.name] = tuple(item for item in raw.split(",") if item.strip())
             elif raw.strip():
                 values[field.name] = raw.strip()
             else:
                 raise SettingsError(f"{env_name} is set but empty")
         return cls(**values)
+
+
+def _origin(value: str) -> str:
+    origin = value.strip().lower()
+    if origin != "*" and not _ORIGIN.fullmatch(origin):
+        raise SettingsError(f"CORS_ORIGINS: {value.strip()!r} is not an origin such as "
+                            "https://app.example.com (scheme, host, port; no path) or *")
+    return origin
 
 
 def _parse_int(name: str, raw: str) -> int:

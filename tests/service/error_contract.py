@@ -67,7 +67,7 @@ CASES = [
     _post_json("unknown-model", {"inputs": [ZERO_ROW]}, "/v1/models/nope/predict",
                status=404, code="model_not_found"),
     Case("unknown-model-info", "GET", "/v1/models/nope", status=404, code="model_not_found"),
-    Case("unknown-route", "GET", "/v2/everything", status=404, code="not_found"),
+    Case("unknown-route", "GET", "/v1/everything", status=404, code="not_found"),
     Case("wrong-method-get-predict", "GET", "/predict", status=405, code="method_not_allowed"),
     Case("wrong-method-post-models", "POST", "/v1/models", b"{}", JSON, 405,
          "method_not_allowed"),

@@ -53,6 +53,60 @@ def test_model_names_are_listed(app: Flask) -> None:
     assert param["schema"]["enum"] == ["fashion-mnist", "mnist"]
 
 
+def _documented_rules(app: Flask) -> list[tuple[str, str, str]]:
+    """(endpoint, OpenAPI path, method) for every route of the app that the document lists."""
+    spec = json.loads(app.extensions[EXTENSION].openapi)
+    routes = []
+    for rule in app.url_map.iter_rules():
+        path = rule.rule.replace("<name>", "{name}").replace("<version>", "{version}")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            if method.lower() in spec["paths"].get(path, {}):
+                routes.append((rule.endpoint, path, method.lower()))
+    return routes
+
+
+def test_every_open_inference_protocol_route_is_documented(app: Flask) -> None:
+    spec = json.loads(app.extensions[EXTENSION].openapi)
+    v2_routes = [rule for rule in app.url_map.iter_rules() if rule.endpoint.startswith("v2.")]
+    assert len(v2_routes) == 9  # server metadata, 2 health, 2 x (metadata, ready, infer)
+    for rule in v2_routes:
+        path = rule.rule.replace("<name>", "{name}").replace("<version>", "{version}")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            operation = spec["paths"][path][method.lower()]
+            errors = {code: response["content"]["application/json"]["schema"]["$ref"]
+                      for code, response in operation["responses"].items()
+                      if code.startswith("4") and code != "401"}
+            assert all(ref.endswith("/V2Error") for ref in errors.values()), (path, errors)
+    infer = spec["paths"]["/v2/models/{name}/infer"]["post"]
+    assert set(infer["requestBody"]["content"]) == {"application/json",
+                                                    "application/octet-stream"}
+    assert "Inference-Header-Content-Length" in [p["name"] for p in infer["parameters"]]
+    schemas = spec["components"]["schemas"]
+    assert schemas["V2RequestInput"]["properties"]["datatype"]["enum"][:2] == ["BOOL", "UINT8"]
+    assert schemas["V2InferenceRequest"]["required"] == ["inputs"]
+
+
+def test_security_in_the_document_matches_service_auth(app: Flask) -> None:
+    """Operations that service.auth leaves open have no security; the others take the bearer
+    token, required for admin and "if the server has one" ({} as the alternative) otherwise."""
+    from service.auth import ADMIN_BLUEPRINTS, OPEN_BLUEPRINTS, OPEN_ENDPOINTS
+
+    spec = json.loads(app.extensions[EXTENSION].openapi)
+    assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    routes = _documented_rules(app)
+    assert {path for _, path, _ in routes} >= {"/predict", "/v2/models/{name}/infer", "/healthz"}
+    for endpoint, path, method in routes:
+        operation = spec["paths"][path][method]
+        blueprint = endpoint.partition(".")[0]
+        if blueprint in ADMIN_BLUEPRINTS:
+            assert operation["security"] == [{"bearerAuth": []}], path
+        elif blueprint in OPEN_BLUEPRINTS or endpoint in OPEN_ENDPOINTS:
+            assert "security" not in operation, path
+        else:
+            assert operation["security"] == [{"bearerAuth": []}, {}], path
+            assert "401" in operation["responses"], path
+
+
 def test_operations_routes_are_documented(app: Flask) -> None:
     spec = json.loads(app.extensions[EXTENSION].openapi)
     assert spec["paths"]["/metrics"]["get"]["tags"] == ["metrics"]

@@ -1,0 +1,85 @@
+"""Bearer-token auth, decided in one place for the whole app by the route a request matched.
+
+With a token set (``AUTH_TOKEN`` or ``AUTH_TOKEN_FILE``), every route needs
+``Authorization: Bearer <token>`` except the open ones: health (``/healthz``, ``/readyz`` and the
+protocol's ``/v2/health/*`` and ``/v2/models/<name>/ready``), metrics, the API documents and the
+demo page with its files. Routes of the ``admin`` blueprint always need the token, and answer 403
+while none is set. A route nobody listed here needs the token: new routes are closed by default.
+
+A missing or wrong token gets 401 with ``WWW-Authenticate: Bearer`` in the route's own error
+shape (``{"error": "..."}`` under ``/v2``). Preflight requests (OPTIONS) pass: browsers send them
+without credentials (see ``service.cors``). The token is compared in constant time, as SHA-256
+digests so that not even its length shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+
+from flask import Flask, Response, request
+
+from service.errors import error_response, is_v2_request, v2_error_response
+
+#: Blueprints open to anyone: liveness/readiness, metrics, the OpenAPI document and its page.
+OPEN_BLUEPRINTS = frozenset({"health", "metrics", "docs"})
+#: Single open routes: the demo page and its files, and the protocol's health checks.
+OPEN_ENDPOINTS = frozenset({"static", "demo.page", "v2.server_live", "v2.server_ready",
+                            "v2.model_ready"})
+#: Blueprints that always need the token: they change what the server does.
+ADMIN_BLUEPRINTS = frozenset({"admin"})
+REALM = "digits-serving"
+
+
+def register_auth(app: Flask, token: str | None) -> None:
+    """Check every request against ``token``; without one, refuse only the admin routes (and
+    cost the other routes nothing: the check is registered for the admin blueprints alone)."""
+    if token is not None:
+        app.before_request(_require(token))
+        return
+    for blueprint in ADMIN_BLUEPRINTS:  # (keyed by name: works whenever it is registered)
+        app.before_request_funcs.setdefault(blueprint, []).append(_admin_disabled)
+
+
+def _admin_disabled() -> Response | None:
+    if request.method == "OPTIONS":
+        return None
+    return _refused(403, "admin endpoints are disabled: set AUTH_TOKEN (or AUTH_TOKEN_FILE)")
+
+
+def _require(token: str) -> Callable[[], Response | None]:
+    expected = _digest(token)
+
+    def check() -> Response | None:
+        if request.method == "OPTIONS" or request.routing_exception is not None:
+            return None  # a preflight; or no such route, which the 404/405 says
+        if request.blueprint in OPEN_BLUEPRINTS or request.endpoint in OPEN_ENDPOINTS:
+            return None
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            return _refused(401, "this endpoint needs a bearer token: send the header "
+                                 "'Authorization: Bearer <token>'")
+        if not hmac.compare_digest(_digest(credentials.strip()), expected):
+            return _refused(401, "the bearer token is not valid", invalid=True)
+        return None
+
+    return check
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+def _refused(status: int, message: str, invalid: bool = False) -> Response:
+    if is_v2_request():
+        response = v2_error_response(status, message)
+    else:
+        code = "unauthorized" if status == 401 else "forbidden"
+        response = error_response(status, code, message)
+    if status == 401:
+        challenge = f'Bearer realm="{REALM}"'
+        if invalid:
+            challenge += ', error="invalid_token"'
+        response.headers["WWW-Authenticate"] = challenge
+    return response

@@ -1,0 +1,595 @@
+"""The Open Inference Protocol ("KServe V2") over REST, so clients written for Triton, MLServer,
+KServe or TorchServe can call this service unchanged.
+
+The routes, as kserve/open-inference-protocol ``specification/protocol/inference_rest.md`` has them::
+
+    GET  /v2                                          server metadata
+    GET  /v2/health/live, GET /v2/health/ready        server health
+    GET  /v2/models/<name>[/versions/<v>]             model metadata
+    GET  /v2/models/<name>[/versions/<v>]/ready       model health
+    POST /v2/models/<name>[/versions/<v>]/infer       inference
+
+Every model has one input, ``input``: a batch of images, as FP32 (or FP16, FP64) values in
+[0, 1] or as UINT8 (or another integer type) pixel values 0-255, which are divided by 255. Its
+shape is ``[N, 784]``, or ``[N, 28, 28]``: the model's input shape, flat or as its image grid.
+Two outputs: ``probabilities`` (FP32 ``[N, C]``) and ``label`` (INT64 ``[N]``).
+
+Tensors travel as JSON (``data`` flat or nested, row-major) or, with the binary tensor data
+extension that Triton's and KServe's clients use by default, as raw little-endian bytes after
+the JSON (``Inference-Header-Content-Length`` says where the JSON ends). The classification
+extension (``"parameters": {"classification": k}`` on ``probabilities``) answers the top k as
+``"<probability>:<index>:<class name>"`` strings. Errors are ``{"error": "<message>"}``: 400 for
+a bad request, 404 for an unknown model or version, as the protocol says; ``service.errors``
+gives routing errors under ``/v2`` (404, 405) the same shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import struct
+import zlib
+from collections.abc import Mapping
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+import orjson
+import simdjson
+from flask import Blueprint, Flask, Response, current_app, request
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from numpy.typing import NDArray
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from service.errors import APIError, InvalidJSON, UnsupportedMediaType, v2_error_response
+from service.inputs import JSON_MIMETYPE
+from service.inputs import _parse as parse_document  # the thread's simdjson parser, kept
+from service.schemas import InputSpec
+from service.views import Endpoint, lookup, versions
+
+log = logging.getLogger(__name__)
+
+v2 = Blueprint("v2", __name__, url_prefix="/v2")
+
+SERVER_NAME = "digits-serving"
+#: The protocol's extensions this server implements (Triton's names for them).
+EXTENSIONS = ("binary_tensor_data", "classification")
+#: The model metadata's "platform": what runs the model.
+PLATFORM = "numpy_twolayernet"
+INPUT_NAME = "input"
+PROBABILITIES = "probabilities"
+LABEL = "label"
+OUTPUT_NAMES = (PROBABILITIES, LABEL)
+#: Request and response header: the length of the JSON that binary tensor data follows.
+HEADER_LENGTH = "Inference-Header-Content-Length"
+BINARY_MIMETYPE = "application/octet-stream"
+
+#: Every datatype the protocol defines; the input takes the floating and integer ones.
+DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+             "FP16", "FP32", "FP64", "BF16", "BYTES")
+#: Floating datatypes: values in [0, 1], as the models were trained.
+FLOAT_DTYPES: dict[str, np.dtype[Any]] = {
+    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+#: Integer datatypes: pixel values 0-255, divided by 255 (exactly what training did).
+INTEGER_DTYPES: dict[str, np.dtype[Any]] = {name: np.dtype(f"<{kind}{size}") for name, kind, size in (
+    ("UINT8", "u", 1), ("UINT16", "u", 2), ("UINT32", "u", 4), ("UINT64", "u", 8),
+    ("INT8", "i", 1), ("INT16", "i", 2), ("INT32", "i", 4), ("INT64", "i", 8))}
+PIXEL_MAX = 255
+_SUPPORTED = ("FP32, FP16 or FP64 values in [0, 1], or UINT8 (or another integer type) "
+              "pixel values 0-255")
+
+
+def _server_version() -> str:
+    try:
+        return metadata.version(SERVER_NAME)
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "0"
+
+
+SERVER_VERSION = _server_version()
+
+
+# --- schemas: structure by marshmallow, numbers by numpy -----------------------------------
+class TensorData(fields.Raw):
+    """A tensor's ``data``: numbers, flat or nested in row-major order (or strings for BYTES).
+
+    Left as the parser gave it: ``_numbers`` reads it into numpy once the shape is checked."""
+
+
+class Dimension(fields.Integer):
+    """One entry of a shape: a non-negative integer (``true`` is not 1 here)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
+                     **kwargs: Any) -> int:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)  # type: ignore[no-any-return]
+
+
+_PARAMETERS = {"description": "Key/value parameters (the protocol's $parameters)."}
+
+
+class RequestInputSchema(Schema):
+    """One input tensor of an inference request (``$request_input``)."""
+
+    class Meta:
+        unknown = EXCLUDE  # what other servers accept must not fail here
+
+    name = fields.String(required=True, metadata={"description": f"'{INPUT_NAME}'"})
+    shape = fields.List(Dimension(strict=True, validate=validate.Range(min=0)), required=True,
+                        metadata={"description": "[N, 784] or [N, 28, 28]: the whole batch's "
+                                                 "shape."})
+    datatype = fields.String(required=True, validate=validate.OneOf(DATATYPES))
+    parameters = fields.Dict(keys=fields.String(), metadata={
+        "description": "binary_data_size: the tensor is that many bytes after the JSON."})
+    data = TensorData(metadata={"description": "Row-major values, flat or nested."})
+
+    @validates_schema
+    def _data_or_binary(self, data: dict[str, Any], **kwargs: Any) -> None:
+        size = data.get("parameters", {}).get("binary_data_size")
+        if size is None and "data" not in data:
+            raise ValidationError("Send 'data', or the tensor's bytes after the JSON with "
+                                  "'binary_data_size' in 'parameters'.", "data")
+        if size is not None:
+            if "data" in data:
+                raise ValidationError("Send either 'data' or binary_data_size, not both.", "data")
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise ValidationError("binary_data_size must be a non-negative integer.",
+                                      "parameters")
+
+
+class RequestOutputSchema(Schema):
+    """An output the client wants back (``$request_output``)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    name = fields.String(required=True, validate=validate.OneOf(OUTPUT_NAMES))
+    parameters = fields.Dict(keys=fields.String(), metadata={
+        "description": "binary_data: true sends the tensor as raw bytes after the JSON; "
+                       "classification: k (probabilities only) sends the top k classes."})
+
+
+class InferenceRequestSchema(Schema):
+    """``$inference_request``: the body of POST /v2/models/<name>[/versions/<v>]/infer."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    id = fields.String(metadata={"description": "Echoed in the response."})
+    parameters = fields.Dict(keys=fields.String(), metadata={
+        "description": "binary_data_output: true sends every output as raw bytes."})
+    inputs = fields.List(fields.Nested(RequestInputSchema), required=True,
+                         validate=validate.Length(min=1))
+    outputs = fields.List(fields.Nested(RequestOutputSchema), metadata={
+        "description": "Which outputs to send (default: all)."})
+
+
+class ResponseOutputSchema(Schema):
+    name = fields.String(required=True, validate=validate.OneOf(OUTPUT_NAMES))
+    shape = fields.List(fields.Integer(), required=True)
+    datatype = fields.String(required=True, validate=validate.OneOf(("FP32", "INT64", "BYTES")))
+    parameters = fields.Dict(keys=fields.String(), metadata={
+        "description": "binary_data_size: the tensor is that many bytes after the JSON."})
+    data = TensorData(metadata={"description": "Row-major values, flat (absent when binary)."})
+
+
+class InferenceResponseSchema(Schema):
+    """``$inference_response``."""
+
+    model_name = fields.String(required=True)
+    model_version = fields.String(required=True)
+    id = fields.String(metadata={"description": "The request's id, if it had one."})
+    parameters = fields.Dict(keys=fields.String())
+    outputs = fields.List(fields.Nested(ResponseOutputSchema), required=True)
+
+
+class MetadataTensorSchema(Schema):
+    name = fields.String(required=True)
+    datatype = fields.String(required=True)
+    shape = fields.List(fields.Integer(), required=True, metadata={"description": "-1: any size"})
+    parameters = fields.Dict(keys=fields.String(), metadata={
+        "description": "What else the tensor takes or means (datatypes, shapes, class names)."})
+
+
+class ModelMetadataSchema(Schema):
+    """``$metadata_model_response``."""
+
+    name = fields.String(required=True)
+    versions = fields.List(fields.String(), required=True,
+                           metadata={"description": "Ready versions, oldest first."})
+    platform = fields.String(required=True)
+    inputs = fields.List(fields.Nested(MetadataTensorSchema), required=True)
+    outputs = fields.List(fields.Nested(MetadataTensorSchema), required=True)
+
+
+class ServerMetadataSchema(Schema):
+    name = fields.String(required=True)
+    version = fields.String(required=True)
+    extensions = fields.List(fields.String(), required=True)
+
+
+class LiveSchema(Schema):
+    live = fields.Boolean(required=True)
+
+
+class ReadySchema(Schema):
+    ready = fields.Boolean(required=True)
+
+
+class ModelReadySchema(Schema):
+    name = fields.String(required=True)
+    ready = fields.Boolean(required=True)
+
+
+class V2ErrorSchema(Schema):
+    """The protocol's error: ``{"error": "<message>"}``."""
+
+    error = fields.String(required=True)
+
+
+INFERENCE_REQUEST = InferenceRequestSchema()
+
+
+# --- routes -------------------------------------------------------------------------------
+@v2.get("")
+def server_metadata() -> Response:
+    return _json({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
+
+
+@v2.get("/health/live")
+def server_live() -> Response:
+    return _json({"live": True})
+
+
+@v2.get("/health/ready")
+def server_ready() -> Response:
+    """Every model is loaded and validated: the app is not built (nor a reload kept) otherwise."""
+    return _json({"ready": True})
+
+
+@v2.get("/models/<name>")
+@v2.get("/models/<name>/versions/<version>")
+def model_metadata(name: str, version: str | None = None) -> Response:
+    endpoint = lookup(name, version)
+    model = endpoint.model
+    spec = _input_spec(endpoint)
+    return _json({
+        "name": model.name,
+        "versions": versions(model.name),
+        "platform": PLATFORM,
+        "inputs": [{
+            "name": INPUT_NAME, "datatype": "FP32", "shape": [-1, model.input_size],
+            "parameters": {
+                "datatypes": [*FLOAT_DTYPES, *INTEGER_DTYPES],
+                "shapes": [[-1, *shape] for shape in spec.accepted_shapes],
+                "values": "FP16/FP32/FP64 in [0, 1]; integer types 0-255, divided by 255",
+            },
+        }],
+        "outputs": [
+            {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, model.num_classes]},
+            {"name": LABEL, "datatype": "INT64", "shape": [-1],
+             "parameters": {"class_names": list(model.class_names)}},
+        ],
+    })
+
+
+@v2.get("/models/<name>/ready")
+@v2.get("/models/<name>/versions/<version>/ready")
+def model_ready(name: str, version: str | None = None) -> Response:
+    """A model is ready once it is in the registry: it is loaded and validated before that."""
+    return _json({"name": lookup(name, version).model.name, "ready": True})
+
+
+@v2.post("/models/<name>/infer")
+@v2.post("/models/<name>/versions/<version>/infer")
+def infer(name: str, version: str | None = None) -> Response:
+    endpoint = lookup(name, version)
+    header, binary = _split_body(_body())
+    try:
+        req = INFERENCE_REQUEST.load(_request_object(header))
+    except ValidationError as exc:
+        raise APIError(_describe(exc.messages)) from None
+    x = _input_batch(req, _input_spec(endpoint), binary)
+    outputs = _requested_outputs(req, endpoint.model.num_classes)
+    probabilities = endpoint.model.predict(x)
+    return _infer_response(endpoint, req.get("id"), outputs, probabilities)
+
+
+# --- the request --------------------------------------------------------------------------
+def _body() -> bytes:
+    """The request body, decompressed if the client compressed it (tritonclient can)."""
+    body = request.get_data(cache=False)
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding)
+    if wbits is None:
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send the "
+                                   "body as it is, gzip or deflate")
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    decompressor = zlib.decompressobj(wbits)
+    try:
+        plain = decompressor.decompress(body, limit + 1)  # no more: a zip bomb stops here
+    except zlib.error as exc:
+        raise APIError(f"the body is not valid {encoding} data: {exc}") from None
+    if len(plain) > limit:
+        raise RequestEntityTooLarge(f"the decompressed body is over the limit of {limit} bytes")
+    if not decompressor.eof:
+        raise APIError(f"the {encoding} data ends early")
+    return plain
+
+
+def _split_body(body: bytes) -> tuple[bytes, memoryview]:
+    """(JSON, binary tensor data): the JSON is the whole body unless the header says less."""
+    raw_length = request.headers.get(HEADER_LENGTH)
+    if raw_length is None:
+        return body, memoryview(b"")
+    try:
+        length = int(raw_length)
+    except ValueError:
+        length = -1
+    if not 0 <= length <= len(body):
+        raise APIError(f"{HEADER_LENGTH} must be the length of the JSON at the start of the body "
+                       f"(0 to {len(body)}), got {raw_length!r}")
+    view = memoryview(body)
+    return bytes(view[:length]), view[length:]
+
+
+def _request_object(body: bytes) -> Any:
+    """The request as Python objects, except each input's ``data``: a parser array that
+    ``_numbers`` reads straight into numpy (no Python float per pixel)."""
+    try:
+        doc = parse_document(body)
+    except (ValueError, RuntimeError):  # not JSON to simdjson: NaN, Infinity, 1e999 or broken
+        return _loads_lenient(body)
+    if not isinstance(doc, simdjson.Object):
+        return _plain(doc)
+    payload = {}
+    for key in doc:
+        value = doc[key]
+        if key == "inputs" and isinstance(value, simdjson.Array):
+            payload[key] = [_input_object(item) for item in value]
+        else:
+            payload[key] = _plain(value)
+    return payload
+
+
+def _input_object(item: Any) -> Any:
+    if not isinstance(item, simdjson.Object):
+        return _plain(item)
+    return {key: value if key == "data" and isinstance(value, simdjson.Array) else _plain(value)
+            for key, value in ((key, item[key]) for key in item)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, simdjson.Array):
+        return value.as_list()
+    if isinstance(value, simdjson.Object):
+        return value.as_dict()
+    return value
+
+
+def _loads_lenient(body: bytes) -> Any:
+    """Python's json reads NaN and Infinity (which Python clients write), so the client hears
+    "must be finite" rather than "not JSON"; anything else it cannot read is a 400."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidJSON("the body is nested too deeply") from None
+
+
+def _input_spec(endpoint: Endpoint) -> InputSpec:
+    return endpoint.schemas.predict.spec
+
+
+def _input_batch(req: dict[str, Any], spec: InputSpec, binary: memoryview) -> NDArray[np.float32]:
+    """The batch (N, D) float32 in [0, 1] that the request's input holds; 400 with why if it
+    does not fit the model (datatype, shape, batch size, element count, values)."""
+    inputs = req["inputs"]
+    if len(inputs) != 1:
+        raise APIError(f"the model takes one input, {INPUT_NAME!r}; got {len(inputs)}")
+    tensor = inputs[0]
+    name = tensor["name"]
+    if name != INPUT_NAME:
+        raise APIError(f"unexpected input {name!r}: the model's input is {INPUT_NAME!r}")
+    datatype = tensor["datatype"]
+    dtype = FLOAT_DTYPES.get(datatype) or INTEGER_DTYPES.get(datatype)
+    if dtype is None:
+        raise APIError(f"input {name!r}: datatype {datatype} is not supported; send {_SUPPORTED}")
+    shape = tuple(tensor["shape"])
+    if len(shape) < 2 or shape[1:] not in spec.accepted_shapes:
+        accepted = " or ".join(str([-1, *s]) for s in spec.accepted_shapes)
+        raise APIError(f"input {name!r}: shape {list(shape)} does not fit the model, which takes "
+                       f"{accepted} (a batch of inputs)")
+    batch = shape[0]
+    if batch < 1:
+        raise APIError(f"input {name!r}: the batch is empty")
+    if batch > spec.max_batch_size:
+        raise APIError(f"input {name!r}: at most {spec.max_batch_size} inputs per request, "
+                       f"got {batch}")
+    count = math.prod(shape)
+    size = tensor.get("parameters", {}).get("binary_data_size")
+    if size is not None:
+        if size != count * dtype.itemsize or size != len(binary):
+            raise APIError(f"input {name!r}: {datatype} {list(shape)} is {count * dtype.itemsize}"
+                           f" bytes; binary_data_size is {size} and {len(binary)} bytes follow "
+                           "the JSON")
+        values = np.frombuffer(binary, dtype=dtype)
+    else:
+        if len(binary):
+            raise APIError(f"{len(binary)} bytes follow the JSON but no input has "
+                           "binary_data_size")
+        values = _numbers(tensor["data"], name)
+        if values.size != count:
+            raise APIError(f"input {name!r}: shape {list(shape)} holds {count} values, "
+                           f"data has {values.size}")
+    return _scaled(values, datatype, name).reshape(batch, -1)
+
+
+def _numbers(data: Any, name: str) -> NDArray[np.float64]:
+    """``data``'s numbers in row-major order, however it nests them; 400 for anything else."""
+    if isinstance(data, simdjson.Array):
+        try:
+            return np.frombuffer(data.as_buffer(of_type="d"), dtype=np.float64)
+        except TypeError:  # a string, boolean, null or object among the numbers
+            pass
+    elif isinstance(data, list):  # parsed by the json module (a body with NaN or Infinity)
+        flat: list[Any] = []
+        if _flatten(data, flat):
+            return np.asarray(flat, dtype=np.float64)
+    raise APIError(f"input {name!r}: data must be numbers (a flat or nested list), without "
+                   "strings, booleans or nulls")
+
+
+def _flatten(value: Any, out: list[Any]) -> bool:
+    if isinstance(value, list):
+        return all(_flatten(v, out) for v in value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    out.append(value)
+    return True
+
+
+def _scaled(values: NDArray[Any], datatype: str, name: str) -> NDArray[np.float32]:
+    """Float values checked to be finite and in [0, 1]; integer pixel values in [0, 255]
+    divided by 255. One ``min`` and one ``max`` on the whole array (NaN fails both)."""
+    if datatype in INTEGER_DTYPES:
+        if not (values.min() >= 0 and values.max() <= PIXEL_MAX) or (
+                values.dtype.kind == "f" and not (values == np.floor(values)).all()):
+            raise APIError(f"input {name!r}: {datatype} values must be whole pixel values in "
+                           f"[0, {PIXEL_MAX}]")
+        return values.astype(np.float32) / np.float32(PIXEL_MAX)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf: refused as not finite
+        x = values.astype(np.float32, copy=False)
+    if not (x.min() >= 0 and x.max() <= 1):
+        if not np.isfinite(x).all():
+            raise APIError(f"input {name!r}: values must be finite (no NaN or infinity)")
+        raise APIError(f"input {name!r}: {datatype} values must be in [0, 1]; send 0-255 pixel "
+                       "values as UINT8")
+    return x
+
+
+def _requested_outputs(req: dict[str, Any], num_classes: int) -> list[tuple[str, bool, int]]:
+    """(name, as binary?, top k or 0) for each output to send, in the order asked for."""
+    parameters = req.get("parameters", {})
+    binary_default = parameters.get("binary_data_output", False)
+    if not isinstance(binary_default, bool):
+        raise APIError("parameters.binary_data_output must be true or false")
+    asked = req.get("outputs") or [{"name": name} for name in OUTPUT_NAMES]
+    outputs: list[tuple[str, bool, int]] = []
+    for output in asked:
+        name = output["name"]
+        if any(name == seen for seen, _, _ in outputs):
+            raise APIError(f"output {name!r} is asked for twice")
+        options = output.get("parameters", {})
+        binary = options.get("binary_data", binary_default)
+        if not isinstance(binary, bool):
+            raise APIError(f"output {name!r}: binary_data must be true or false")
+        top = options.get("classification", 0)
+        if isinstance(top, bool) or not isinstance(top, int) or top < 0:
+            raise APIError(f"output {name!r}: classification must be a non-negative integer")
+        if top and name != PROBABILITIES:
+            raise APIError(f"output {name!r}: classification applies to {PROBABILITIES!r} only")
+        outputs.append((name, binary, min(top, num_classes)))
+    return outputs
+
+
+# --- the response -------------------------------------------------------------------------
+def _infer_response(endpoint: Endpoint, request_id: str | None,
+                    outputs: list[tuple[str, bool, int]],
+                    probabilities: NDArray[np.floating]) -> Response:
+    model = endpoint.model
+    probabilities = probabilities.astype("<f4", copy=False)
+    batch, num_classes = probabilities.shape
+    tensors = []
+    chunks = []
+    for name, binary, top in outputs:
+        tensor: dict[str, Any] = {"name": name}
+        if name == LABEL:
+            values: Any = probabilities.argmax(axis=1).astype("<i8", copy=False)
+            tensor.update(datatype="INT64", shape=[batch])
+        elif top:
+            values = _top_classes(probabilities, top, model.class_names)
+            tensor.update(datatype="BYTES", shape=[batch, top])
+        else:
+            values = probabilities.ravel()
+            tensor.update(datatype="FP32", shape=[batch, num_classes])
+        if binary:
+            raw = _bytes_tensor(values) if top else values.tobytes()
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            tensor["data"] = values
+        tensors.append(tensor)
+    body: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
+    if request_id is not None:
+        body["id"] = request_id
+    body["outputs"] = tensors
+    header = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return Response(header, mimetype=JSON_MIMETYPE)
+    response = Response(b"".join([header, *chunks]), mimetype=BINARY_MIMETYPE)
+    response.headers[HEADER_LENGTH] = str(len(header))
+    return response
+
+
+def _top_classes(probabilities: NDArray[np.float32], top: int,
+                 class_names: tuple[str, ...]) -> list[str]:
+    """Per input, its ``top`` likeliest classes, likeliest first, as Triton writes them."""
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top]
+    return [f"{row[i]:f}:{i}:{class_names[i]}"
+            for row, indices in zip(probabilities.tolist(), order.tolist(), strict=True)
+            for i in indices]
+
+
+def _bytes_tensor(values: list[str]) -> bytes:
+    """BYTES elements in binary form: each a 4-byte little-endian length and its bytes."""
+    encoded = [value.encode() for value in values]
+    return b"".join(struct.pack("<I", len(item)) + item for item in encoded)
+
+
+def _json(body: Any) -> Response:
+    return Response(orjson.dumps(body), mimetype=JSON_MIMETYPE)
+
+
+# --- errors -------------------------------------------------------------------------------
+def _describe(messages: Any, path: str = "") -> str:
+    """marshmallow's messages as one line: ``inputs[0].datatype: Must be one of: ...``."""
+    if isinstance(messages, dict):
+        parts = []
+        for key, value in messages.items():
+            if isinstance(key, int):
+                where = f"{path}[{key}]"
+            elif key == "_schema":
+                where = path
+            else:
+                where = f"{path}.{key}" if path else str(key)
+            parts.append(_describe(value, where))
+        return "; ".join(parts)
+    if isinstance(messages, list):
+        text = " ".join(str(m) for m in messages)
+        return f"{path}: {text}" if path else text
+    return f"{path}: {messages}" if path else str(messages)
+
+
+@v2.errorhandler(Exception)
+def _error(exc: Exception) -> Response:
+    """Every error of a v2 route as the protocol's ``{"error": "<message>"}``."""
+    if isinstance(exc, APIError):
+        message = exc.message
+        available = exc.details.get("available") if isinstance(exc.details, dict) else None
+        if available:
+            message += f" (available: {', '.join(available)})"
+        return v2_error_response(exc.status, message)
+    if isinstance(exc, HTTPException):
+        return v2_error_response(exc.code or 500, exc.description or exc.name)
+    log.exception("unhandled error")
+    return v2_error_response(500, "internal server error")
+
+
+def register_v2(app: Flask) -> None:
+    app.register_blueprint(v2)
