@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test lint bench-train bench-serve clean
+.PHONY: serve test test-long security lint bench-train bench-serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,14 @@ serve: $(STAMP)  ## run the API on the shipped models at http://127.0.0.1:8000
 
 test: $(STAMP)   ## run the whole test suite
 	$(BIN)/python -m pytest
+
+test-long: $(STAMP)  ## property tests with 10x the examples from a random seed (~2 min)
+	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q tests/training/test_data_properties.py \
+	    tests/training/test_export_properties.py tests/service/test_images_properties.py \
+	    tests/service/test_requests_properties.py
+
+security: $(STAMP)   ## bandit: exits non-zero on any medium or high finding
+	$(BIN)/bandit -r training service -q -ll
 
 DATA_DIR ?= data/mnist
 bench-train: $(STAMP)  ## training speed vs PyTorch, scikit-learn and the GEMM bound
