@@ -87,6 +87,8 @@ class ModelWatcher:
                 count_model_load(model.name)
         for source, exc in failures:
             self.note_failure(source, exc)
+        #: What is wrong now with the directory or the default model, logged once until it changes.
+        self._trouble: set[str] = set()
         self._thread: threading.Thread | None = None
         #: The gunicorn master to send SIGHUP to when polling is off (set by ``start_polling``).
         self.master_pid: int | None = None
@@ -108,8 +110,9 @@ class ModelWatcher:
             try:
                 sources = find_model_files(self.settings.model_dir)
             except ModelLoadError as exc:  # the directory is gone, or a name is in two layouts
-                log.error("model directory unusable; serving what is loaded", extra={
-                    "event": "model_dir_failed", "error": str(exc)})
+                if self._once(f"dir:{exc}"):
+                    log.error("model directory unusable; serving what is loaded", extra={
+                        "event": "model_dir_failed", "error": str(exc)})
                 report["failed"].append({"error": str(exc)})
                 return self._finish(report, state)
             known = {model.file.path: model for by_version in state.registry.all_versions.values()
@@ -126,8 +129,12 @@ class ModelWatcher:
                 versions[default] = dict(state.registry.all_versions[default])
                 loaded.update((m.file.path, self._loaded.get(m.file.path))
                               for m in versions[default].values())
-                log.error("default model has no valid file; the loaded one keeps serving",
-                          extra={"event": "default_model_kept", "model": default})
+                if self._once("default"):
+                    log.error("default model has no valid file; the loaded one keeps serving",
+                              extra={"event": "default_model_kept", "model": default})
+            else:
+                self._trouble.discard("default")
+            self._trouble = {t for t in self._trouble if not t.startswith("dir:")}
             for path, model in known.items():
                 if path not in loaded:
                     report["removed"].append({"model": model.name, "version": model.version})
@@ -175,6 +182,12 @@ class ModelWatcher:
         log.info("model loaded", extra={"event": "model_loaded", "model": model.name,
                                         "version": model.version, "path": str(source.path)})
         return model, signature
+
+    def _once(self, trouble: str) -> bool:
+        """True the first time ``trouble`` is seen since it last went away."""
+        new = trouble not in self._trouble
+        self._trouble.add(trouble)
+        return new
 
     @staticmethod
     def _same(registry: Registry, versions: dict[str, dict[str, Model]]) -> bool:

@@ -103,7 +103,8 @@ def test_an_invalid_file_is_logged_counted_once_and_never_served(
 
 
 def test_removed_versions_and_models_stop_serving_but_the_default_stays(
-        live_app: Flask, live: Path, files: dict[str, bytes]) -> None:
+        live_app: Flask, live: Path, files: dict[str, bytes],
+        caplog: pytest.LogCaptureFixture) -> None:
     atomic_write_bytes(live / "mnist" / "2" / "model.npz", files["mnist"])
     atomic_write_bytes(live / "extra.npz", files["fashion"])
     watcher(live_app).reload()
@@ -118,8 +119,25 @@ def test_removed_versions_and_models_stop_serving_but_the_default_stays(
     assert served(live_app) == "1"
     assert live_app.test_client().post("/v1/models/extra/predict", json=ONE_INPUT).status_code == 404
     os.unlink(live / "mnist" / "1" / "model.npz")  # the default model: kept while it has no file
-    watcher(live_app).reload()
+    with caplog.at_level(logging.ERROR, logger="service.reload"):
+        watcher(live_app).reload()
+        watcher(live_app).reload()
     assert served(live_app) == "1"
+    assert [getattr(r, "event", None) for r in caplog.records
+            if r.levelno >= logging.ERROR] == ["default_model_kept"]  # once
+
+
+def test_a_vanished_directory_keeps_everything_serving(live_app: Flask, live: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    state = live_app.extensions[EXTENSION]
+    live.rename(live.with_name(live.name + "-moved"))
+    with caplog.at_level(logging.ERROR, logger="service.reload"):
+        report = watcher(live_app).reload()
+        watcher(live_app).reload()
+    assert report["failed"] == [{"error": f"MODEL_DIR {live}: no such directory"}]
+    assert live_app.extensions[EXTENSION] is state and served(live_app) == "1"
+    assert [getattr(r, "event", None) for r in caplog.records
+            if r.levelno >= logging.ERROR] == ["model_dir_failed"]  # once
 
 
 def test_the_admin_route_is_in_the_admin_blueprint(live_app: Flask) -> None:
