@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import simdjson
 from flask import Request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from service.errors import InvalidJSON, UnsupportedMediaType
 from service.images import IMAGE_MIMETYPES
@@ -56,7 +58,7 @@ def request_payload(request: Request) -> Any:
     """The request's options and data as one mapping (not yet validated)."""
     mimetype = request.mimetype
     if mimetype == JSON_MIMETYPE:
-        return loads_json(request.get_data(cache=False))
+        return loads_json(read_body(request))
     if mimetype == FORM_MIMETYPE:
         payload: dict[str, Any] = request.form.to_dict()
         files = [f.read() for key in request.files for f in request.files.getlist(key)]
@@ -65,11 +67,26 @@ def request_payload(request: Request) -> Any:
         return payload
     if mimetype in IMAGE_MIMETYPES:
         options: dict[str, Any] = request.args.to_dict()
-        options["images"] = [request.get_data(cache=False)]
+        options["images"] = [read_body(request)]
         return options
     if not mimetype:
         raise UnsupportedMediaType(f"the request has no Content-Type; send {_SUPPORTED}")
     raise UnsupportedMediaType(f"Content-Type {mimetype!r} is not supported; send {_SUPPORTED}")
+
+
+def read_body(request: Request) -> bytes:
+    """The whole body, or 413 if it is over ``MAX_CONTENT_LENGTH`` however it is sent.
+
+    werkzeug refuses a ``Content-Length`` over the limit before reading anything, but a body
+    without one (``Transfer-Encoding: chunked``) it reads up to the limit and returns as if that
+    were all of it. One more byte from the server's stream tells whether there was more.
+    """
+    body = request.get_data(cache=False)
+    limit = request.max_content_length
+    if (limit is not None and len(body) >= limit and request.content_length is None
+            and request.environ["wsgi.input"].read(1)):
+        raise RequestEntityTooLarge(f"the body is over the limit of {limit} bytes")
+    return body
 
 
 def loads_json(body: bytes) -> Any:
@@ -84,6 +101,10 @@ def loads_json(body: bytes) -> Any:
       422 "must be finite" instead of 400 "not JSON";
     * numpy reads ``true`` as 1 in a list of numbers, so booleans inside arrays become ``None``,
       which the number fields refuse (the fast path refuses booleans by itself).
+
+    A key given twice in one object is refused (400): simdjson's lookup finds the first value,
+    Python's json and most others keep the last, so a proxy or logger in front could read
+    another request than the one served.
     """
     try:
         doc = _parse(body)
@@ -98,6 +119,8 @@ def loads_json(body: bytes) -> Any:
             value = doc[key]
         except KeyError:  # a key simdjson cannot look up: one holding "\u0000"
             return _loads_lenient(body)
+        if key in payload or (key == "inputs" and inputs is not None):
+            raise duplicate_key(doc)
         if key == "inputs" and isinstance(value, simdjson.Array):
             inputs = value
         else:
@@ -125,7 +148,7 @@ def _parse(body: bytes) -> Any:
 
 def _loads_lenient(body: bytes) -> Any:
     try:
-        payload = json.loads(body)
+        payload = json.loads(body.decode(), object_pairs_hook=unique_keys)  # UTF-8 only (RFC 8259)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -138,7 +161,7 @@ def _plain(value: Any, in_array: bool, depth: int = 0) -> Any:
     if isinstance(value, simdjson.Array):
         value = value.as_list()
     elif isinstance(value, simdjson.Object):
-        value = value.as_dict()
+        value = unique_dict(value)
     if isinstance(value, bool):
         return None if in_array else value
     if isinstance(value, list):
@@ -150,6 +173,33 @@ def _plain(value: Any, in_array: bool, depth: int = 0) -> Any:
             raise _too_deep()
         return {k: _plain(v, False, depth + 1) for k, v in value.items()}
     return value
+
+
+def duplicate_key(keys: Iterable[str]) -> InvalidJSON:
+    """The 400 for an object that gives a key twice; ``keys`` are its keys in order."""
+    seen: set[str] = set()
+    for key in keys:
+        if key in seen:
+            break
+        seen.add(key)
+    return InvalidJSON(f"the key {key!r} is given twice in one object; send it once")
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for ``json.loads``: the object as a dict, refusing a key given twice."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise duplicate_key(key for key, _ in pairs)
+    return result
+
+
+def unique_dict(value: simdjson.Object) -> dict[str, Any]:
+    """A parsed object as a dict, refusing a key given twice in it (not in objects nested in it:
+    no request has those, so they are refused for their place anyway)."""
+    result = value.as_dict()
+    if len(result) != len(value):
+        raise duplicate_key(value)
+    return result
 
 
 def _too_deep() -> InvalidJSON:

@@ -43,7 +43,7 @@ from numpy.typing import NDArray
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from service.errors import APIError, InvalidJSON, UnsupportedMediaType, v2_error_response
-from service.inputs import JSON_MIMETYPE
+from service.inputs import JSON_MIMETYPE, duplicate_key, read_body, unique_dict, unique_keys
 from service.inputs import _parse as parse_document  # the thread's simdjson parser, kept
 from service.schemas import InputSpec
 from service.views import Endpoint, lookup, versions
@@ -151,13 +151,22 @@ class RequestOutputSchema(Schema):
                        "classification: k (probabilities only) sends the top k classes."})
 
 
+def _echoable(text: str) -> None:
+    """A string the response can carry: Unicode without lone surrogates (the json module reads
+    ``"\\ud800"``; no UTF-8 writer can send it back)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ValidationError("Must be valid Unicode (no lone surrogates).") from None
+
+
 class InferenceRequestSchema(Schema):
     """``$inference_request``: the body of POST /v2/models/<name>[/versions/<v>]/infer."""
 
     class Meta:
         unknown = EXCLUDE
 
-    id = fields.String(metadata={"description": "Echoed in the response."})
+    id = fields.String(validate=_echoable, metadata={"description": "Echoed in the response."})
     parameters = fields.Dict(keys=fields.String(), metadata={
         "description": "binary_data_output: true sends every output as raw bytes."})
     inputs = fields.List(fields.Nested(RequestInputSchema), required=True,
@@ -300,7 +309,7 @@ def infer(name: str, version: str | None = None) -> Response:
 # --- the request --------------------------------------------------------------------------
 def _body() -> bytes:
     """The request body, decompressed if the client compressed it (tritonclient can)."""
-    body = request.get_data(cache=False)
+    body = read_body(request)
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding == "identity":
         return body
@@ -346,28 +355,35 @@ def _request_object(body: bytes) -> Any:
         return _loads_lenient(body)
     if not isinstance(doc, simdjson.Object):
         return _plain(doc)
-    payload = {}
-    for key in doc:
-        value = doc[key]
-        if key == "inputs" and isinstance(value, simdjson.Array):
-            payload[key] = [_input_object(item) for item in value]
-        else:
-            payload[key] = _plain(value)
-    return payload
+    try:
+        return {key: [_input_object(item) for item in value]
+                if key == "inputs" and isinstance(value, simdjson.Array) else _plain(value)
+                for key, value in _items(doc)}
+    except KeyError:  # a key simdjson cannot look up: one holding "\u0000"
+        return _loads_lenient(body)
 
 
 def _input_object(item: Any) -> Any:
     if not isinstance(item, simdjson.Object):
         return _plain(item)
     return {key: value if key == "data" and isinstance(value, simdjson.Array) else _plain(value)
-            for key, value in ((key, item[key]) for key in item)}
+            for key, value in _items(item)}
+
+
+def _items(obj: simdjson.Object) -> list[tuple[str, Any]]:
+    """The object's keys and values, values left to the parser; a key given twice is a 400
+    (simdjson's lookup finds the first value, most JSON parsers keep the last)."""
+    keys = list(obj)
+    if len(set(keys)) != len(keys):
+        raise duplicate_key(keys)
+    return [(key, obj[key]) for key in keys]
 
 
 def _plain(value: Any) -> Any:
     if isinstance(value, simdjson.Array):
         return value.as_list()
     if isinstance(value, simdjson.Object):
-        return value.as_dict()
+        return unique_dict(value)
     return value
 
 
@@ -375,7 +391,7 @@ def _loads_lenient(body: bytes) -> Any:
     """Python's json reads NaN and Infinity (which Python clients write), so the client hears
     "must be finite" rather than "not JSON"; anything else it cannot read is a 400."""
     try:
-        return json.loads(body)
+        return json.loads(body.decode(), object_pairs_hook=unique_keys)  # UTF-8 only (RFC 8259)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -439,8 +455,13 @@ def _numbers(data: Any, name: str) -> NDArray[np.float64]:
             pass
     elif isinstance(data, list):  # parsed by the json module (a body with NaN or Infinity)
         flat: list[Any] = []
-        if _flatten(data, flat):
-            return np.asarray(flat, dtype=np.float64)
+        try:
+            if _flatten(data, flat):
+                return np.asarray(flat, dtype=np.float64)
+        except OverflowError:  # an integer past float64 (only the json module reads those)
+            raise APIError(f"input {name!r}: values must be finite (no NaN or infinity)") from None
+        except RecursionError:
+            raise InvalidJSON("the body is nested too deeply") from None
     raise APIError(f"input {name!r}: data must be numbers (a flat or nested list), without "
                    "strings, booleans or nulls")
 
