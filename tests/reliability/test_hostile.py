@@ -219,6 +219,9 @@ HOSTILE = [
             _json({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784],
                                "parameters": {"binary_data_size": 1}}]}
                   ).replace(b'"binary_data_size": 1', b'"binary_data_size": 1, "binary_data_size": 3136')),
+    Hostile("duplicate-key-v2-outputs", V2, _json({
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784], "data": ROW}],
+        "outputs": [{"name": "label"}]}).replace(b'"name": "label"', b'"name": "label", "name": "x"')),
     Hostile("nul-in-key", "/predict", f'{{"inputs\\u0000": [{ROW_TEXT}]}}'.encode(), status=(422,)),
     Hostile("nul-in-key-v2", V2, b'{"inputs": [{"n\\u0000": 1, ' + _v2(data=ROW)[13:],
             status=(200,)),  # unknown keys are ignored, as the protocol wants (it was a 500)
