@@ -6,6 +6,7 @@ Every request these tests make goes to a server they started on 127.0.0.1.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,12 +61,12 @@ class Server:
 
     url: str
     port: int
-    proc: object
+    proc: subprocess.Popen[bytes]
     log: Path
 
     @property
     def master(self) -> int:
-        return self.proc.pid  # type: ignore[attr-defined, no-any-return]
+        return self.proc.pid
 
     def workers(self) -> list[int]:
         """The master's child processes: its workers."""
