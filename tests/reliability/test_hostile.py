@@ -20,7 +20,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -599,7 +599,7 @@ def test_slow_clients_hold_a_sync_worker_until_the_timeout(live_models: Path, tm
         gen.close()
 
 
-def serve_unchecked(env: dict[str, str], log: Path) -> Iterator[Server]:
+def serve_unchecked(env: dict[str, str], log: Path) -> Generator[Server, None, None]:
     """``serve`` for servers whose workers get killed on purpose (their log has the reason)."""
     proc = gunicorn(env, log)
     try:
