@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test test-long security lint bench-train bench-serve clean
+.PHONY: serve test test-long security fuzz soak lint bench-train bench-serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ test-long: $(STAMP)  ## property tests with 10x the examples from a random seed 
 
 security: $(STAMP)   ## bandit: exits non-zero on any medium or high finding
 	$(BIN)/bandit -r training service -q -ll
+
+fuzz: $(STAMP)  ## schemathesis vs a live gunicorn: 200 cases per operation and phase (~7,700), random seed
+	FUZZ_MAX_EXAMPLES=200 $(BIN)/python -m pytest -q -s tests/reliability/test_fuzz_openapi.py
+
+soak: $(STAMP)  ## 5 min at 32 clients, model drops, worker SIGKILL and master SIGTERM under load
+	$(BIN)/python bench/soak.py --check
 
 DATA_DIR ?= data/mnist
 bench-train: $(STAMP)  ## training speed vs PyTorch, scikit-learn and the GEMM bound
