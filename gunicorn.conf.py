@@ -128,10 +128,20 @@ def on_starting(server):  # noqa: ARG001 - gunicorn's hook signature
 
 
 def post_worker_init(worker):
-    """Poll MODEL_DIR for new model files in this worker: a thread, so started after the fork."""
+    """This worker's threads, started after the fork: one polls MODEL_DIR for new model files,
+    one moves the request numbers into the metrics every second (service/metrics.py)."""
+    from service.metrics import start_flushing
     from service.reload import start_polling
 
     start_polling(worker.wsgi, master_pid=worker.ppid)
+    start_flushing()
+
+
+def worker_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature
+    """The last numbers of a worker that stops (SIGHUP, SIGTERM) still count."""
+    from service.metrics import flush
+
+    flush()
 
 
 def child_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature

@@ -1,7 +1,17 @@
 """Per-request bookkeeping and Prometheus metrics: request ids, timing, counters, ``GET /metrics``.
 
-Everything a request costs in bookkeeping happens in ``_begin`` and ``_finish`` (Flask's
-before/after request hooks) and stays small: the hot path is ~125 µs a request on the no-op floor.
+Everything a request costs in bookkeeping happens in one WSGI middleware around the Flask app,
+``RequestBookkeeping``, and stays small: the no-op floor is ~125 µs a request. Two choices keep
+it so, both measured (docs/API.md, Speed):
+
+- a middleware, not Flask's before/after_request hooks, which cost as much again as the
+  bookkeeping itself;
+- the numbers are counted in plain Python (``_Pending``: one lock, a few dict updates) and moved
+  into prometheus_client's metrics by ``flush``: every ``FLUSH_SECONDS`` from a thread in each
+  gunicorn worker, when a worker exits, and before ``GET /metrics`` answers. A prometheus_client
+  write in multiprocess mode (a lock, a pid check, an mmap'd file) costs ~2-4 µs, and a request
+  would make five or six. So ``/metrics`` shows the other workers' numbers as of their last
+  flush, at most ``FLUSH_SECONDS`` old; the answering worker's are current.
 
 - **Request id**: ``X-Request-ID`` from the client if it is a sane token (at most 128 printable
   ASCII characters, no spaces), else 128 random bits as 32 hex digits (the form of
@@ -19,9 +29,11 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from flask import Blueprint, Flask, Response, request
@@ -40,13 +52,14 @@ from prometheus_client import (
 #: WSGI environ keys this module and the views fill in (gunicorn's access log reads them).
 REQUEST_ID = "service.request_id"
 MODEL = "service.model"  # the registry ``Model`` that answered, set by ``views.lookup``
-_STARTED = "service.started"
 REQUEST_ID_HEADER = "X-Request-ID"
 MAX_REQUEST_ID_LENGTH = 128
 #: Seconds; a forward pass takes well under a millisecond, an image upload a few.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 UNMATCHED = "unmatched"
 NO_MODEL = ""
+#: Seconds between a worker's flushes of its pending numbers into the shared metrics.
+FLUSH_SECONDS = 1.0
 
 REQUESTS = Counter("digits_http_requests", "HTTP requests answered, by route, model and status",
                    ("endpoint", "model", "status"))
@@ -63,6 +76,9 @@ MODEL_LOAD_FAILURES = Counter("digits_model_load_failures",
                               "Model files that failed validation (and did not replace a serving "
                               "model), by model", ("model",))
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
 metrics = Blueprint("metrics", __name__)
 #: Labelled children, cached: ``Counter.labels`` validates and locks on every call.
 _children: dict[tuple[Any, ...], Any] = {}
@@ -76,6 +92,55 @@ def _child(metric: Any, *labels: str) -> Any:
     return child
 
 
+class _Pending:
+    """This process's request numbers since the last ``flush``, in plain Python."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        #: (endpoint, model, status) -> requests
+        self.requests: dict[tuple[str, str, str], int] = {}
+        #: (endpoint, model) -> [sum of seconds, count per bucket ..., count over the last]
+        self.latency: dict[tuple[str, str], list[float]] = {}
+        #: (model, class name) -> predictions
+        self.predictions: dict[tuple[str, str], int] = {}
+
+
+_pending = _Pending()
+
+
+def flush() -> None:
+    """Move the pending numbers into prometheus_client's metrics (its files, across processes)."""
+    with _pending.lock:
+        requests, _pending.requests = _pending.requests, {}
+        latency, _pending.latency = _pending.latency, {}
+        predictions, _pending.predictions = _pending.predictions, {}
+        in_flight = _pending.in_flight
+    for request_labels, count in requests.items():
+        _child(REQUESTS, *request_labels).inc(count)
+    for latency_labels, (seconds, *buckets) in latency.items():
+        # n observations at once, into the histogram's own sum and bucket values (what
+        # Histogram.observe does one at a time): prometheus_client has no public call for it
+        histogram = _child(LATENCY, *latency_labels)
+        histogram._sum.inc(seconds)
+        for bucket, observed in zip(histogram._buckets, buckets, strict=True):
+            if observed:
+                bucket.inc(observed)
+    for prediction_labels, count in predictions.items():
+        _child(PREDICTIONS, *prediction_labels).inc(count)
+    IN_FLIGHT.set(in_flight)
+
+
+def start_flushing(interval: float = FLUSH_SECONDS) -> None:
+    """Flush every ``interval`` seconds from a daemon thread (gunicorn's ``post_worker_init``)."""
+    def run() -> None:
+        while not stop.wait(interval):
+            flush()
+
+    stop = threading.Event()  # never set: the thread ends with the worker
+    threading.Thread(target=run, daemon=True, name="metrics-flush").start()
+
+
 def request_id_from(value: str | None) -> str:
     """The client's id if it is a sane token, else a fresh one."""
     if (value and len(value) <= MAX_REQUEST_ID_LENGTH and value.isascii() and value.isprintable()
@@ -84,45 +149,63 @@ def request_id_from(value: str | None) -> str:
     return f"{random.getrandbits(128):032x}"
 
 
-def _begin() -> None:
-    environ = request.environ
-    environ[REQUEST_ID] = request_id_from(environ.get("HTTP_X_REQUEST_ID"))
-    environ[_STARTED] = time.perf_counter()
-    IN_FLIGHT.inc()
+class RequestBookkeeping:
+    """WSGI middleware: the request id in, the ``X-Request-ID`` header out, and the metrics.
 
+    The response is counted and timed when the app starts it (the app has built the whole body
+    by then), while Flask's request context is still there to say which route matched.
+    """
 
-def _finish(response: Response) -> Response:
-    environ = request.environ
-    started = environ.pop(_STARTED, None)
-    request_id = environ.get(REQUEST_ID)
-    if request_id is None:  # an earlier before_request hook answered before ours ran
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+
+    def __call__(self, environ: WSGIEnvironment,
+                 start_response: StartResponse) -> Iterable[bytes]:
         request_id = environ[REQUEST_ID] = request_id_from(environ.get("HTTP_X_REQUEST_ID"))
-    response.headers[REQUEST_ID_HEADER] = request_id
-    rule = request.url_rule
-    endpoint = rule.rule if rule is not None else UNMATCHED
-    model = environ.get(MODEL)
-    model_name = model.name if model is not None else NO_MODEL
-    _child(REQUESTS, endpoint, model_name, str(response.status_code)).inc()
-    if started is not None:
-        IN_FLIGHT.dec()
-        _child(LATENCY, endpoint, model_name).observe(time.perf_counter() - started)
-    return response
+        started = time.perf_counter()
 
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            headers.append((REQUEST_ID_HEADER, request_id))
+            try:
+                rule = request.url_rule
+            except RuntimeError:  # no request context: not through Flask's dispatch
+                rule = None
+            model = environ.get(MODEL)
+            labels = (rule.rule if rule is not None else UNMATCHED,
+                      model.name if model is not None else NO_MODEL)
+            seconds = time.perf_counter() - started
+            key = (*labels, status[:3])
+            with pending.lock:
+                pending.requests[key] = pending.requests.get(key, 0) + 1
+                latency = pending.latency.get(labels)
+                if latency is None:
+                    latency = pending.latency[labels] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+                latency[0] += seconds
+                latency[1 + bisect_left(LATENCY_BUCKETS, seconds)] += 1  # as Histogram.observe
+            return start_response(status, headers, exc_info)
 
-def _teardown(exc: BaseException | None) -> None:
-    """Only if ``_finish`` never ran (an exception past every handler): the gauge must not leak."""
-    if request.environ.pop(_STARTED, None) is not None:
-        IN_FLIGHT.dec()
+        pending = _pending
+        with pending.lock:
+            pending.in_flight += 1
+        try:
+            return self.app(environ, start)
+        finally:
+            with pending.lock:
+                pending.in_flight -= 1
 
 
 def count_predictions(model_name: str, class_names: Sequence[str], labels: NDArray[np.intp]) -> None:
     """Add a batch's predicted labels (N,) to the per-class counter."""
     if len(labels) == 1:
-        _child(PREDICTIONS, model_name, class_names[int(labels[0])]).inc()
-        return
-    for label, count in enumerate(np.bincount(labels, minlength=len(class_names)).tolist()):
-        if count:
-            _child(PREDICTIONS, model_name, class_names[label]).inc(count)
+        counts = {class_names[int(labels[0])]: 1}
+    else:
+        counts = {class_names[label]: count for label, count in
+                  enumerate(np.bincount(labels, minlength=len(class_names)).tolist()) if count}
+    with _pending.lock:
+        predictions = _pending.predictions  # (read under the lock: flush swaps it)
+        for class_name, count in counts.items():
+            key = (model_name, class_name)
+            predictions[key] = predictions.get(key, 0) + count
 
 
 def count_model_load(model_name: str, ok: bool = True) -> None:
@@ -132,6 +215,7 @@ def count_model_load(model_name: str, ok: bool = True) -> None:
 @metrics.get("/metrics")
 def metrics_page() -> Response:
     """Prometheus' text format: summed over every gunicorn worker in multiprocess mode."""
+    flush()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
@@ -141,8 +225,6 @@ def metrics_page() -> Response:
 
 
 def register_metrics(app: Flask) -> None:
-    """The request hooks (first among the app's before_request hooks) and ``GET /metrics``."""
-    app.before_request_funcs.setdefault(None, []).insert(0, _begin)
-    app.after_request(_finish)
-    app.teardown_request(_teardown)
+    """The bookkeeping middleware around the app, and ``GET /metrics``."""
+    app.wsgi_app = RequestBookkeeping(app.wsgi_app)  # type: ignore[method-assign]
     app.register_blueprint(metrics)

@@ -10,12 +10,14 @@ from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.metrics import count_predictions, request_id_from
+from service.metrics import count_predictions, flush, request_id_from
 
 ONE_INPUT = {"inputs": [[0.0] * 784]}
 
 
 def value(name: str, **labels: str) -> float:
+    """A metric's value now: what this process counted, moved into the metrics first."""
+    flush()
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
@@ -79,6 +81,23 @@ def test_count_predictions_single_and_batch() -> None:
     count_predictions("unit", classes, np.array([0, 2, 2, 0, 0]))
     after = [value("digits_predictions_total", model="unit", class_name=c) for c in classes]
     assert [a - b for a, b in zip(after, before, strict=True)] == [3, 0, 3]
+
+
+def test_the_histogram_gets_what_observe_would_give(client: FlaskClient) -> None:
+    """flush adds many observations at once: buckets, sum and count as Histogram.observe."""
+    rule = "/healthz"
+    before = {le: value("digits_http_request_duration_seconds_bucket", endpoint=rule, model="",
+                        le=le) for le in ("0.0005", "10.0", "+Inf")}
+    total = value("digits_http_request_duration_seconds_sum", endpoint=rule, model="")
+    for _ in range(5):
+        client.get(rule)
+    after = {le: value("digits_http_request_duration_seconds_bucket", endpoint=rule, model="",
+                       le=le) for le in before}
+    assert after["+Inf"] - before["+Inf"] == 5 and after["10.0"] - before["10.0"] == 5
+    assert 0 <= after["0.0005"] - before["0.0005"] <= 5  # cumulative buckets
+    assert 0 < value("digits_http_request_duration_seconds_sum", endpoint=rule, model="") - total < 1
+    assert value("digits_http_request_duration_seconds_count", endpoint=rule,
+                 model="") == after["+Inf"]
 
 
 def test_metrics_page_is_prometheus_text(client: FlaskClient) -> None:

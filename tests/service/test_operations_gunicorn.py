@@ -24,6 +24,8 @@ TOKEN = "test-admin-token"
 POLL_SECONDS = 0.25
 #: How long a change may take to reach every worker: a few polls, on a busy machine.
 RELOAD_DEADLINE = 10.0
+#: How long until every worker's request numbers are in /metrics (each flushes every second).
+FLUSH_DEADLINE = 5.0
 ONE_INPUT = {"inputs": [[0.0] * 784]}
 
 
@@ -85,6 +87,12 @@ class Server:
 
     def metric(self, name: str, **labels: str) -> float:
         return self.metrics().get((name, frozenset(labels.items())), 0.0)
+
+    def metric_becomes(self, value: float, name: str, **labels: str) -> None:
+        deadline = time.monotonic() + FLUSH_DEADLINE
+        while (seen := self.metric(name, **labels)) != value:
+            assert time.monotonic() < deadline, (name, labels, seen, value)
+            time.sleep(0.1)
 
 
 def _serve(env: dict[str, str], log: Path) -> Iterator[Server]:
@@ -221,13 +229,17 @@ def test_metrics_add_up_across_workers(server: Server) -> None:
     assert {a.status_code for a in answers} == {200} and {m.status_code for m in missing} == {404}
     time.sleep(0.2)
     assert len(server.pids_of(set(ids))) == 2  # both workers answered some
+    rule = "/v1/models/<name>/predict"
+    key = ("digits_http_requests_total", frozenset(
+        {"endpoint": rule, "model": "fashion-mnist", "status": "200"}.items()))
+    server.metric_becomes(before.get(key, 0.0) + 30, key[0], **dict(key[1]))
+    time.sleep(1.5)  # and no more than that: another flush
     after = server.metrics()
 
     def added(name: str, **labels: str) -> float:
         key = (name, frozenset(labels.items()))
         return after.get(key, 0.0) - before.get(key, 0.0)
 
-    rule = "/v1/models/<name>/predict"
     assert added("digits_http_requests_total", endpoint=rule, model="fashion-mnist",
                  status="200") == 30
     assert added("digits_http_request_duration_seconds_count", endpoint=rule,
@@ -253,15 +265,11 @@ def test_in_flight_requests(server: Server) -> None:
     slow = ThreadPoolExecutor(1).submit(server.post, "/predict", data=slow_body(),
                                         headers={"Content-Type": "application/json"})
     try:
-        deadline = time.monotonic() + 5
-        # the /metrics request itself is in flight too
-        while server.metric("digits_http_requests_in_flight") != 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        server.metric_becomes(2, "digits_http_requests_in_flight")  # with /metrics itself
     finally:
         release.set()
     assert slow.result().status_code == 200
-    assert server.metric("digits_http_requests_in_flight") == 1
+    server.metric_becomes(1, "digits_http_requests_in_flight")
 
 
 # --- request ids and logs -----------------------------------------------------------------
