@@ -5,6 +5,7 @@ WEB_CONCURRENCY, WORKER_THREADS, TIMEOUT, GRACEFUL_TIMEOUT, ACCESS_LOG, ...). A 
 model file stops start-up with one line on stderr and a non-zero exit status.
 """
 
+import atexit
 import ctypes
 import io
 import os
@@ -20,12 +21,15 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 # /metrics adds up every worker's numbers (prometheus_client's multiprocess mode): each process
 # writes its values to files in PROMETHEUS_MULTIPROC_DIR, which must be set before
-# prometheus_client is imported. Unset: a new temporary directory, removed at exit. Either way
-# it is emptied at start (on_starting). (On HUP this file is read again: the variable is set.)
-_OWN_METRICS_DIR = "DIGITS_OWN_METRICS_DIR"
+# prometheus_client is imported. Unset: a new temporary directory, removed when the master
+# exits, however it exits (a failed start too). Either way it is emptied at start (on_starting).
+# (On HUP this file is read again: the variable is set by then.)
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="digits-metrics-")
-    os.environ[_OWN_METRICS_DIR] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir = tempfile.mkdtemp(
+        prefix=f"digits-metrics-{os.getpid()}-")
+    _master_pid = os.getpid()
+    # workers inherit this handler and run it too when they exit: only the master removes
+    atexit.register(lambda: os.getpid() == _master_pid and shutil.rmtree(_metrics_dir, True))
 
 from service.errors import StartupError  # noqa: E402
 from service.settings import Settings  # noqa: E402
@@ -149,9 +153,3 @@ def child_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
-
-
-def on_exit(server):  # noqa: ARG001 - gunicorn's hook signature
-    owned = os.environ.get(_OWN_METRICS_DIR)
-    if owned and owned == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        shutil.rmtree(owned, ignore_errors=True)
