@@ -139,10 +139,6 @@ def versions(name: str) -> list[str]:
     return _state().registry.versions(name)
 
 
-def _endpoint(name: str | None) -> Endpoint:
-    return lookup(name)
-
-
 # --- inference ----------------------------------------------------------------------------
 @api.post("/predict")
 @api.post("/v1/models/<name>/predict")
