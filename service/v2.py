@@ -45,6 +45,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from service.errors import APIError, InvalidJSON, UnsupportedMediaType, v2_error_response
 from service.inputs import JSON_MIMETYPE, duplicate_key, read_body, unique_dict, unique_keys
 from service.inputs import _parse as parse_document  # the thread's simdjson parser, kept
+from service.metrics import count_predictions
 from service.schemas import InputSpec
 from service.views import Endpoint, lookup, versions
 
@@ -532,12 +533,14 @@ def _infer_response(endpoint: Endpoint, request_id: str | None,
     model = endpoint.model
     probabilities = probabilities.astype("<f4", copy=False)
     batch, num_classes = probabilities.shape
+    labels = probabilities.argmax(axis=1)
+    count_predictions(model.name, model.class_names, labels)
     tensors = []
     chunks = []
     for name, binary, top in outputs:
         tensor: dict[str, Any] = {"name": name}
         if name == LABEL:
-            values: Any = probabilities.argmax(axis=1).astype("<i8", copy=False)
+            values: Any = labels.astype("<i8", copy=False)
             tensor.update(datatype="INT64", shape=[batch])
         elif top:
             values = _top_classes(probabilities, top, model.class_names)

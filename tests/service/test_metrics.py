@@ -74,6 +74,20 @@ def test_predictions_are_counted_by_class(client: FlaskClient) -> None:
                      class_name=name) == before[name] + names.count(name)
 
 
+def test_v2_infer_predictions_are_counted_too(client: FlaskClient) -> None:
+    x = np.random.default_rng(1).random((4, 784))
+    v1 = client.post("/v1/models/fashion-mnist/predict", json={"inputs": x.tolist()})
+    names = [p["class_name"] for p in v1.get_json()["predictions"]]
+    before = {name: value("digits_predictions_total", model="fashion-mnist", class_name=name)
+              for name in set(names)}
+    body = {"inputs": [{"name": "input", "shape": [4, 784], "datatype": "FP32",
+                        "data": x.ravel().tolist()}]}
+    assert client.post("/v2/models/fashion-mnist/infer", json=body).status_code == 200
+    for name in set(names):
+        assert value("digits_predictions_total", model="fashion-mnist",
+                     class_name=name) == before[name] + names.count(name)
+
+
 def test_count_predictions_single_and_batch() -> None:
     classes = ["a", "b", "c"]
     before = [value("digits_predictions_total", model="unit", class_name=c) for c in classes]
