@@ -37,7 +37,7 @@ from conftest import (
     write_model,
 )
 from service_testkit import drawn_digit, png_bytes
-from test_gunicorn import START_TIMEOUT, gunicorn, stop, wait_ready
+from test_gunicorn import failed_start, gunicorn, stop, wait_ready
 
 from training.fileio import atomic_write_bytes
 
@@ -504,16 +504,7 @@ def test_a_pickle_npz_stops_start_up_with_one_line(tmp_path: Path) -> None:
     models = tmp_path / "models"
     write_model(models / "mnist.npz", seed=1)
     pickle_npz(models / "evil.npz", tripwire)
-    log = tmp_path / "gunicorn.log"
-    proc = gunicorn(server_environment(models), log)
-    try:
-        code = proc.wait(timeout=START_TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    output = log.read_text()
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert code != 0
+    _, output, errors = failed_start(server_environment(models), tmp_path / "gunicorn.log")
     assert len(errors) == 1 and "evil.npz" in errors[0], output
     assert "Traceback" not in output
     assert not tripwire.exists()

@@ -36,6 +36,19 @@ def gunicorn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def failed_start(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str, list[str]]:
+    """Start gunicorn expecting it to refuse: (process, its output, the ``error:`` lines)."""
+    proc = gunicorn(env, log)
+    try:
+        code = proc.wait(timeout=START_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = log.read_text()
+    assert code != 0, output
+    return proc, output, [ln for ln in output.splitlines() if ln.startswith("error:")]
+
+
 def wait_ready(proc: subprocess.Popen[bytes], log: Path) -> str:
     deadline = time.monotonic() + START_TIMEOUT
     url = None
@@ -158,16 +171,7 @@ def test_bad_start_exits_non_zero_with_one_line(server_env: dict[str, str], mode
                                                 line: str) -> None:
     broken = _broken_model_dir(tmp_path, model_dir)
     env = {k: str(broken) if v == "BROKEN" else v for k, v in env.items()}
-    log = tmp_path / "gunicorn.log"
-    proc = gunicorn({**server_env, **env}, log)
-    try:
-        code = proc.wait(timeout=START_TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    output = log.read_text()
-    assert code != 0, output
-    errors = [ln for ln in output.splitlines() if ln.startswith("error:")]
+    _, output, errors = failed_start({**server_env, **env}, tmp_path / "gunicorn.log")
     assert len(errors) == 1, output
     assert errors[0].startswith(line.format(broken=broken)), output
     assert "Traceback" not in output

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from test_gunicorn import START_TIMEOUT, gunicorn, stop, wait_ready
+from test_gunicorn import failed_start, gunicorn, stop, wait_ready
 
 from training.fileio import atomic_write_bytes
 
@@ -347,16 +347,9 @@ def test_bad_versioned_start_exits_with_one_line(server_env: dict[str, str], tmp
     for relative, kind in layout.items():
         (models / relative).parent.mkdir(parents=True, exist_ok=True)
         (models / relative).write_bytes(weights[kind])
-    log = tmp_path / "gunicorn.log"
-    proc = gunicorn({**server_env, "MODEL_DIR": str(models)}, log)
-    try:
-        code = proc.wait(timeout=START_TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    output = log.read_text()
-    errors = [ln for ln in output.splitlines() if ln.startswith("error:")]
-    assert code != 0 and len(errors) == 1, output
+    proc, output, errors = failed_start({**server_env, "MODEL_DIR": str(models)},
+                                        tmp_path / "gunicorn.log")
+    assert len(errors) == 1, output
     assert errors[0].startswith(line.format(dir=models)), output
     assert _metrics_dirs(proc.pid) == []  # removed on the way out
 
