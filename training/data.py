@@ -31,7 +31,7 @@ import platformdirs
 from numpy.typing import DTypeLike, NDArray
 from tqdm import tqdm
 
-from training.fileio import atomic_writer
+from training.fileio import atomic_writer, read_bytes_checked
 
 log = logging.getLogger(__name__)
 
@@ -125,17 +125,7 @@ def write_idx(path: str | os.PathLike[str], array: NDArray) -> None:
 
 def _read_idx_bytes(path: Path) -> tuple[bytes, bytes]:
     """The file's bytes as stored and its IDX payload (decompressed when the name ends in .gz)."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_IDX_BYTES:
-            raise IDXFormatError(path, f"file is {size} bytes, over the {MAX_IDX_BYTES} byte limit")
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise IDXFormatError(path, "no such file") from None
-    except IsADirectoryError:
-        raise IDXFormatError(path, "is a directory, not an IDX file") from None
-    except OSError as exc:
-        raise IDXFormatError(path, f"cannot read: {exc.strerror or exc}") from None
+    raw = read_bytes_checked(path, MAX_IDX_BYTES, "an IDX file", IDXFormatError)
     if not path.name.endswith(".gz"):
         return raw, raw
     try:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from training.fileio import atomic_write_with
+from training.fileio import atomic_write_with, read_bytes_checked
 from training.nets import PARAM_NAMES, TwoLayerNet
 
 FORMAT_VERSION = 1
@@ -100,17 +100,7 @@ def save_model(path: str | Path, net: TwoLayerNet, metadata: dict[str, Any]) -> 
 def load_model(path: str | Path) -> ModelFile:
     """Read and validate a model file; any problem raises ``ModelFormatError`` naming the file."""
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_MODEL_BYTES:
-            raise ModelFormatError(path, f"file is {size} bytes, over the {MAX_MODEL_BYTES} limit")
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelFormatError(path, "no such file") from None
-    except IsADirectoryError:
-        raise ModelFormatError(path, "is a directory, not an .npz file") from None
-    except OSError as exc:
-        raise ModelFormatError(path, f"cannot read: {exc.strerror or exc}") from None
+    data = read_bytes_checked(path, MAX_MODEL_BYTES, "an .npz file", ModelFormatError)
 
     _check_members(path, data)
     try:

@@ -35,6 +35,23 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     _fsync_dir(target.parent)
 
 
+def read_bytes_checked(path: Path, max_bytes: int, kind: str,
+                       error: Callable[[Path, str], Exception]) -> bytes:
+    """``path``'s bytes, or ``error(path, problem)`` if it is missing, a directory, unreadable
+    or larger than ``max_bytes`` (checked before reading). ``kind`` names what it should be."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise error(path, f"file is {size} bytes, over the {max_bytes} byte limit")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise error(path, "no such file") from None
+    except IsADirectoryError:
+        raise error(path, f"is a directory, not {kind}") from None
+    except OSError as exc:
+        raise error(path, f"cannot read: {exc.strerror or exc}") from None
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_writer(path) as fh:
         fh.write(data)

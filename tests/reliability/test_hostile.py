@@ -20,7 +20,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,11 +33,12 @@ from conftest import (
     Server,
     rss_kib,
     serve,
+    serve_unchecked,
     server_environment,
     write_model,
 )
 from service_testkit import drawn_digit, png_bytes
-from test_gunicorn import failed_start, gunicorn, stop, wait_ready
+from test_gunicorn import failed_start
 
 from training.fileio import atomic_write_bytes
 
@@ -588,15 +589,3 @@ def test_slow_clients_hold_a_sync_worker_until_the_timeout(live_models: Path, tm
               f"{sum(not ok for _, _, ok in probe.results)} of {len(probe.results)} failed")
     finally:
         gen.close()
-
-
-def serve_unchecked(env: dict[str, str], log: Path) -> Generator[Server, None, None]:
-    """``serve`` for servers whose workers get killed on purpose (their log has the reason)."""
-    proc = gunicorn(env, log)
-    try:
-        url = wait_ready(proc, log)
-        yield Server(url=url, port=int(url.rsplit(":", 1)[1]), proc=proc, log=log)
-    finally:
-        if proc.poll() is None:
-            assert stop(proc) == 0, log.read_text()
-
