@@ -7,7 +7,6 @@ model file stops start-up with one line on stderr and a non-zero exit status.
 
 import atexit
 import ctypes
-import io
 import os
 import shutil
 import sys
@@ -55,41 +54,9 @@ loglevel = "info"
 # JSON lines: gunicorn's error log, the app's logs and (ACCESS_LOG=1) the access log, each line
 # with the request id of its request (service/logs.py)
 logger_class = "service.logs.GunicornLogger"
-
-
-#: Largest piece of a request body read from gunicorn's reader in one step.
-BODY_READ_STEP = 1024 * 1024
-
-
-def _read_body_in_large_steps():
-    """Make gunicorn's request-body reader ask for what is wanted, not 1 KiB at a time.
-
-    gunicorn 23's ``Body.read`` loops on ``reader.read(1024)``, and every step copies the rest of
-    the socket buffer back into the reader: 4 ms of CPU to receive a 500 KB batch of 100
-    digits, more than validating and predicting it (bench/serve_load.py: floor-100). This is
-    the same method with a larger step; it only changes how many bytes each step asks for.
-    """
-    from gunicorn.http.body import Body
-
-    def read(self, size=None):
-        size = self.getsize(size)
-        if size == 0:
-            return b""
-        while size > self.buf.tell():
-            data = self.reader.read(min(size - self.buf.tell(), BODY_READ_STEP))
-            if not data:
-                break
-            self.buf.write(data)
-        data = self.buf.getvalue()
-        ret, rest = data[:size], data[size:]
-        self.buf = io.BytesIO()
-        self.buf.write(rest)
-        return ret
-
-    Body.read = read
-
-
-_read_body_in_large_steps()
+# gunicorn 25+ opens a control socket (gunicornc: add workers, reload, stop) by default: an admin
+# door without our auth, and one shared path for every server a user runs. Off.
+control_socket_disable = True
 
 
 def _reuse_freed_memory(mmap_threshold=16 * 1024 * 1024, trim_threshold=64 * 1024 * 1024):

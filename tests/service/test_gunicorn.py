@@ -197,3 +197,22 @@ def test_sigterm_stops_gracefully(server_env: dict[str, str], tmp_path: Path) ->
         code = stop(proc)
     assert code == 0
     assert "Shutting down: Master" in log.read_text()
+
+
+def test_no_control_socket(server_env: dict[str, str], tmp_path: Path) -> None:
+    """gunicorn 25+ opens an admin socket (scale, reload, stop) by default; the config turns it off."""
+    home, runtime = tmp_path / "home", tmp_path / "run"
+    home.mkdir()
+    runtime.mkdir(mode=0o700)
+    log = tmp_path / "gunicorn.log"
+    proc = gunicorn({**server_env, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}, log)
+    try:
+        wait_ready(proc, log)
+        deadline = time.monotonic() + 3  # gunicorn opens it in a thread once the workers are up
+        while not (opened := sorted(str(p) for p in [*home.rglob("*"), *runtime.rglob("*")])):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    finally:
+        stop(proc)
+    assert opened == [], log.read_text()
