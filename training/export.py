@@ -150,7 +150,7 @@ def _parse_metadata(path: Path, raw: NDArray) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise ModelFormatError(path, "metadata must be a JSON object")
     version = meta.get("format_version")
-    if version not in SUPPORTED_FORMAT_VERSIONS:
+    if type(version) is not int or version not in SUPPORTED_FORMAT_VERSIONS:  # not True, not 1.0
         raise ModelFormatError(
             path, f"format_version {version!r} is not supported (this code reads {SUPPORTED_FORMAT_VERSIONS})"
         )
@@ -180,6 +180,11 @@ def _check_params(path: Path, arrays: dict[str, NDArray], meta: dict[str, Any]) 
         raise ModelFormatError(
             path, f"shapes do not chain: W1 {w1.shape}, b1 {b1.shape}, W2 {w2.shape}, b2 {b2.shape}"
         )
+    if h == 0:
+        raise ModelFormatError(path, f"W1 {w1.shape} has no hidden units")
+    hidden = meta.get("hidden_size", h)
+    if type(hidden) is not int or hidden != h:
+        raise ModelFormatError(path, f"metadata hidden_size {hidden!r} does not match W1 {w1.shape}")
     if math.prod(meta["input_shape"]) != d:  # not np.prod: int64 wraps ([2**62, 4] -> 0)
         raise ModelFormatError(
             path, f"metadata input_shape {meta['input_shape']} does not match W1 {w1.shape}")
