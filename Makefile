@@ -26,7 +26,7 @@ test-long: $(STAMP)  ## property tests with 10x the examples from a random seed 
 security: $(STAMP)   ## bandit: exits non-zero on any medium or high finding
 	$(BIN)/bandit -r training service -q -ll
 
-fuzz: $(STAMP)  ## schemathesis vs a live gunicorn: 200 cases per operation and phase (~7,700), random seed
+fuzz: $(STAMP)  ## schemathesis vs a live gunicorn: 200 cases per operation and phase (6,500-7,700), random seed
 	FUZZ_MAX_EXAMPLES=200 $(BIN)/python -m pytest -q -s tests/reliability/test_fuzz_openapi.py
 
 soak: $(STAMP)  ## 5 min at 32 clients, model drops, worker SIGKILL and master SIGTERM under load
