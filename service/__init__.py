@@ -27,10 +27,11 @@ __all__ = ["Settings", "StartupError", "create_app"]
 def create_app(settings: Settings | None = None, *, strict: bool = True) -> Flask:
     """The app for ``settings`` (default: read from the environment).
 
-    ``strict=False`` is for gunicorn workers (``service.wsgi``): an invalid version of a model
-    that has another valid version is logged, counted and skipped instead of stopping start-up.
-    The master checks every file strictly before any worker starts, so this matters only when
-    files change later, e.g. before a SIGHUP restarts the workers.
+    ``strict=False`` is for gunicorn workers (``service.wsgi``): an invalid file is logged,
+    counted and skipped instead of stopping start-up (a model left with no valid file is not
+    served); only the default model having no valid file still stops it. The master checks
+    every file strictly before any worker starts, so this matters only when files change later,
+    e.g. before a SIGHUP restarts the workers.
     """
     settings = settings if settings is not None else Settings.from_env()
     failures: list[LoadFailure] = []

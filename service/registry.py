@@ -178,9 +178,11 @@ def load_registry(model_dir: str | Path, default_model: str, *,
                   on_failure: FailureHandler | None = None) -> Registry:
     """Load every model under ``model_dir``; the default model must be among them.
 
-    Any invalid file raises ``ModelLoadError``, unless ``on_failure`` is given: then an invalid
-    version of a model that has another valid version is passed to it and skipped (a worker
-    restarted by SIGHUP keeps serving what the running ones serve); anything else still raises.
+    Any invalid file raises ``ModelLoadError``, unless ``on_failure`` is given (gunicorn's
+    workers, whose master has checked every file at start-up): then an invalid file is passed to
+    it and skipped, so that a worker started by SIGHUP serves what is valid instead of stopping
+    the server. A model left with no valid file is not served; only the default model having
+    none still raises.
     """
     model_dir = Path(model_dir)
     sources = find_model_files(model_dir)
@@ -198,7 +200,7 @@ def load_registry(model_dir: str | Path, default_model: str, *,
             continue
         versions.setdefault(source.name, {})[model.version] = model
     for source, error in failures:
-        if source.name not in versions:
+        if source.name == default_model and source.name not in versions:
             raise ModelLoadError(str(error))
         on_failure(source, error)  # type: ignore[misc]
     return Registry.from_versions(versions, default_model, model_dir)

@@ -7,9 +7,10 @@ Three ways in, one mechanism (``ModelWatcher.reload``):
   turns it off);
 - **``POST /v1/admin/reload``** (blueprint ``admin``): the worker that answers checks now and
   says what it did; the other workers follow at their next poll. With polling off it also sends
-  SIGHUP to the gunicorn master, so every worker restarts on the new files;
-- **SIGHUP** to the gunicorn master: gunicorn starts new workers, which load ``MODEL_DIR`` anew,
-  and stops the old ones gracefully.
+  SIGHUP to the gunicorn master, so every worker restarts on the new files (not while the
+  default model has no valid file: a new worker could not serve it);
+- **SIGHUP** to the gunicorn master: gunicorn starts new workers, which load ``MODEL_DIR`` anew
+  (skipping invalid files: ``service.registry.load_registry``), and stops the old ones gracefully.
 
 A check costs a ``stat`` per model file: only files whose (inode, size, mtime) changed are read
 and validated with ``training.load_model``, in full, before anything is swapped. A file that
@@ -92,6 +93,9 @@ class ModelWatcher:
         self._thread: threading.Thread | None = None
         #: The gunicorn master to send SIGHUP to when polling is off (set by ``start_polling``).
         self.master_pid: int | None = None
+        #: Whether the default model had a valid file at the last check (a worker started now
+        #: could serve it), or only a copy in memory.
+        self.default_on_disk = True
 
     def note_failure(self, source: ModelSource, exc: ModelFormatError) -> None:
         """Log and count a file that failed validation, once per version of the file."""
@@ -125,6 +129,10 @@ class ModelWatcher:
                     versions.setdefault(source.name, {})[model.version] = model
                     loaded[source.path] = signature
             default = state.registry.default_name
+            # a file is valid on disk if what loaded from it is what is there now
+            self.default_on_disk = any(
+                source.name == default and loaded.get(source.path) is not None
+                and loaded[source.path] == _signature(source.path) for source in sources)
             if default not in versions:  # never stop serving the default model
                 versions[default] = dict(state.registry.all_versions[default])
                 loaded.update((m.file.path, self._loaded.get(m.file.path))
@@ -243,8 +251,11 @@ def reload_models() -> Response:
     report = model_watcher.reload()
     master = model_watcher.master_pid
     report["workers_restarting"] = False
-    if model_watcher.settings.model_poll_seconds <= 0 and master is not None and report["changed"]:
-        os.kill(master, signal.SIGHUP)  # no polling: restart every worker on the new files
+    if (model_watcher.settings.model_poll_seconds <= 0 and master is not None and report["changed"]
+            and model_watcher.default_on_disk):
+        # no polling: restart every worker on the new files. Not while the default model has
+        # no valid file: a new worker could not serve it, and gunicorn would stop.
+        os.kill(master, signal.SIGHUP)
         report["workers_restarting"] = True
     return json_response(report)
 

@@ -334,6 +334,41 @@ def test_without_polling_admin_reload_and_sighup_restart_the_workers(
         assert srv.metric("digits_model_load_failures_total", model="mnist") == 2
 
 
+def test_a_restart_on_bad_files_serves_what_is_valid_instead_of_stopping(
+        server_env: dict[str, str], tmp_path: Path, weights: dict[str, bytes]) -> None:
+    """SIGHUP starts workers from the files on disk, with no old model in memory. A model whose
+    only file has gone bad is then not served (said, counted), rather than stopping gunicorn;
+    and the admin route does not restart the workers while the default model has no valid file."""
+    models = tmp_path / "models"
+    put(models, "mnist", 1, weights["a"])
+    atomic_write_bytes(models / "other.npz", weights["b"])
+    env = {**server_env, "MODEL_DIR": str(models), "MODEL_POLL_SECONDS": "0",
+           "ACCESS_LOG": "1", "AUTH_TOKEN": TOKEN}
+    for srv in _serve(env, tmp_path / "gunicorn.log"):
+        on_every_worker(srv, predict_version(srv, "other"), lambda r: r.status_code == 200)
+        atomic_write_bytes(models / "other.npz", weights["corrupt"])
+        put(models, "mnist", 2, weights["a"])
+        report = srv.post("/v1/admin/reload").json()
+        assert report["changed"] and report["workers_restarting"], report
+        on_every_worker(srv, predict_version(srv, "mnist"), answered_by("2"))
+        on_every_worker(srv, predict_version(srv, "other"), lambda r: r.status_code == 404)
+        assert srv.proc.poll() is None
+        assert srv.metric("digits_model_load_failures_total", model="other") >= 2  # each new worker
+
+        # the default model's files all go bad: the answering worker keeps serving it from
+        # memory, and no restart is sent that would leave nothing to serve it
+        for version in (1, 2):
+            put(models, "mnist", version, weights["corrupt"])
+        atomic_write_bytes(models / "third.npz", weights["b"])
+        report = srv.post("/v1/admin/reload").json()
+        assert report["changed"] and not report["workers_restarting"], report
+        time.sleep(2)
+        assert srv.proc.poll() is None
+        on_every_worker(srv, predict_version(srv, "mnist"), answered_by("2"))
+    output = (tmp_path / "gunicorn.log").read_text()
+    assert "App failed to load" not in output and "Shutting down: Master" in output
+
+
 @pytest.mark.parametrize("layout,line", [
     ({"mnist/1/model.npz": "a", "mnist/2/model.npz": "corrupt"},
      "error: {dir}/mnist/2/model.npz: not an .npz file"),

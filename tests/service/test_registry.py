@@ -149,8 +149,8 @@ def test_one_name_in_two_layouts_is_refused(tmp_path: Path, model_dir: Path) -> 
                                "one model in two layouts; keep one")
 
 
-def test_an_invalid_version_stops_loading_unless_failures_are_handled(tmp_path: Path,
-                                                                      model_dir: Path) -> None:
+def test_an_invalid_file_stops_loading_unless_failures_are_handled(tmp_path: Path,
+                                                                   model_dir: Path) -> None:
     _versioned(tmp_path, model_dir, {"mnist/1/model.npz": "mnist", "mnist/2/model.npz": "corrupt",
                                      "fashion-mnist.npz": "fashion"})
     with pytest.raises(ModelLoadError) as info:
@@ -160,6 +160,14 @@ def test_an_invalid_version_stops_loading_unless_failures_are_handled(tmp_path: 
     registry = load_registry(tmp_path, "mnist", on_failure=lambda *f: failures.append(f))
     assert registry.versions("mnist") == ["1"]  # another version is valid: skipped
     assert [(s.name, s.version) for s, _ in failures] == [("mnist", "2")]
+    # a model other than the default with no valid file: not served, and said so
+    (tmp_path / "fashion-mnist.npz").write_bytes(b"no longer a model")
+    failures.clear()
+    registry = load_registry(tmp_path, "mnist", on_failure=lambda *f: failures.append(f))
+    assert sorted(registry.models) == ["mnist"]
+    assert sorted((s.name, s.version) for s, _ in failures) == [("fashion-mnist", None),
+                                                                ("mnist", "2")]
+    # the default model with no valid file: nothing to serve by default, so it stops
     (tmp_path / "mnist" / "1" / "model.npz").write_bytes(b"no longer a model")
-    with pytest.raises(ModelLoadError, match="mnist/1/model.npz"):  # no valid version: stops
+    with pytest.raises(ModelLoadError, match="mnist/1/model.npz"):
         load_registry(tmp_path, "mnist", on_failure=lambda *f: None)
