@@ -1,0 +1,82 @@
+"""Where a request's time goes inside the app: one JSON body, in process, no HTTP.
+
+Builds the app as gunicorn does (``BENCH_NOOP=1``, the models in ``--model-dir``), posts the
+same body that ``bench/serve_load.py`` sends through Flask's test client, and prints the mean
+microseconds per request of the no-op floor and of ``/predict`` (interleaved, best of the
+rounds), then a cProfile of ``/predict`` sorted by the time spent in each function itself:
+
+    python bench/profile_request.py                 # the 100-digit batch (predict-100)
+    python bench/profile_request.py --body one      # one digit (predict-1)
+
+What it leaves out is what ``serve_load.py``'s floor-100 row measures: gunicorn receiving the
+body over a socket. One BLAS thread, as in gunicorn.conf.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as gunicorn.conf.py, before numpy loads
+
+import argparse  # noqa: E402
+import cProfile  # noqa: E402
+import pstats  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import orjson  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from serve_load import BATCH, _digits  # noqa: E402
+
+from service import create_app  # noqa: E402
+from service.settings import Settings  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--body", choices=("batch", "one"), default="batch")
+    parser.add_argument("--requests", type=int, default=300, help="requests per timing round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model-dir", type=Path, default=REPO / "models")
+    parser.add_argument("--top", type=int, default=15, help="functions in the profile")
+    args = parser.parse_args(argv)
+    if args.requests < 1 or args.rounds < 1:
+        parser.error("--requests and --rounds must be at least 1")
+
+    pixels = _digits().reshape(BATCH, -1) / 255.0  # what a numpy client sends: x / 255
+    body = orjson.dumps({"inputs": (pixels if args.body == "batch" else pixels[:1]).tolist()})
+    app = create_app(Settings.from_env({"MODEL_DIR": str(args.model_dir), "BENCH_NOOP": "1"}))
+    client = app.test_client()
+
+    def run(path: str) -> float:
+        started = time.perf_counter()
+        for _ in range(args.requests):
+            response = client.post(path, data=body, content_type="application/json")
+            if response.status_code != 200:
+                sys.exit(f"error: {path} answered {response.status_code}: {response.text[:200]}")
+        return (time.perf_counter() - started) / args.requests * 1e6
+
+    best = {"/_bench/noop": float("inf"), "/predict": float("inf")}
+    for _ in range(args.rounds):
+        for path in best:
+            best[path] = min(best[path], run(path))
+    print(f"body: {args.body}, {len(body):,} bytes; best of {args.rounds} rounds of "
+          f"{args.requests} requests")
+    print(f"no-op floor {best['/_bench/noop']:8.0f} us/request")
+    print(f"/predict    {best['/predict']:8.0f} us/request\n")
+
+    profile = cProfile.Profile()
+    profile.enable()
+    run("/predict")
+    profile.disable()
+    pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
