@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from serve_load import BATCH, _digits  # noqa: E402
 
-from service import create_app  # noqa: E402
+from service import StartupError, create_app  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 
@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
 
     pixels = _digits().reshape(BATCH, -1) / 255.0  # what a numpy client sends: x / 255
     body = orjson.dumps({"inputs": (pixels if args.body == "batch" else pixels[:1]).tolist()})
-    app = create_app(Settings.from_env({"MODEL_DIR": str(args.model_dir), "BENCH_NOOP": "1"}))
+    try:
+        app = create_app(Settings.from_env({"MODEL_DIR": str(args.model_dir), "BENCH_NOOP": "1"}))
+    except StartupError as exc:
+        sys.exit(f"error: {exc}")
     client = app.test_client()
 
     def run(path: str) -> float:
