@@ -43,8 +43,10 @@ def test_bounded_soak_keeps_every_promise(tmp_path: Path) -> None:
     assert soak["errors"] == {} and soak["requests"] > 0
     assert set(soak["ok"]) == {"predict", "loss", "accuracy", "v2-infer"}
     assert set(soak["versions"]) == {"1", "3"}  # the corrupt version 2 never answered
-    assert set(killed["errors"]) <= {"closed-unanswered"}
-    assert killed["errors"].get("closed-unanswered", 0) <= 1
+    # the one request the killed worker held, if any: unanswered, or cut short when the kill
+    # fell between writing its headers and its body (a CI run saw that once)
+    assert set(killed["errors"]) <= {"closed-unanswered", "cut"}
+    assert sum(killed["errors"].values()) <= 1
     assert set(termed["errors"]) <= {"closed-unanswered", "refused"}
     assert termed["exit_code"] == 0
     assert report["lost"] == [] and report["tracebacks"] == 0
