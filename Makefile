@@ -40,8 +40,9 @@ bench-train: $(STAMP)  ## training speed vs PyTorch, scikit-learn and the GEMM b
 bench-serve: $(STAMP)  ## requests/s of predict vs a no-op floor under gunicorn (needs wrk)
 	$(BIN)/python bench/serve_load.py --duration 10 --rounds 2
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff (lint and format check) + mypy, as CI runs them
 	$(BIN)/ruff check training service tests bench
+	$(BIN)/ruff format --check training service tests bench
 	$(BIN)/mypy training service
 
 clean:

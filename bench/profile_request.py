@@ -68,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.rounds):
         for path in best:
             best[path] = min(best[path], run(path))
-    print(f"body: {args.body}, {len(body):,} bytes; best of {args.rounds} rounds of "
-          f"{args.requests} requests")
+    print(f"body: {args.body}, {len(body):,} bytes; best of {args.rounds} rounds of {args.requests} requests")
     print(f"no-op floor {best['/_bench/noop']:8.0f} us/request")
     print(f"/predict    {best['/predict']:8.0f} us/request\n")
 

@@ -10,6 +10,9 @@ framework floor), and drives every scenario with wrk at the same concurrency:
     predict-100  POST /predict       100 real digits
     png-28       POST /predict       one 28x28 PNG of a digit (preprocessing on)
     png-200      POST /predict       the digit photographed: 240x240, black on white, off-centre
+    v2-1         POST /v2/models/mnist/infer   predict-1's 784 numbers as an FP32 JSON tensor
+    v2-bin-1     POST /v2/models/mnist/infer   the same image as binary FP32 (tritonclient's default)
+    v2-bin-100   POST /v2/models/mnist/infer   predict-100's digits as one binary FP32 tensor
 
 Scenarios run in rounds, in an order that rotates every round, and the medians are reported, so
 whatever else the machine is doing hits all of them alike; the ratios to the floor of the same
@@ -17,6 +20,7 @@ run are what count. Gunicorn settings come from the environment as in production
 (``WEB_CONCURRENCY``, ``WORKER_THREADS``, ...), so configurations can be compared:
 
     python bench/serve_load.py [--duration 10] [--rounds 2] [--connections 16] [--check]
+    python bench/serve_load.py --only floor,predict-1,v2-1      # some scenarios (floor always)
     WORKER_THREADS=4 python bench/serve_load.py      # gthread instead of sync
 
 Models: ``--model-dir`` (default ``models/`` if it has ``mnist.npz``, else a random-weight
@@ -56,6 +60,9 @@ BATCH_IMAGES_PER_S = 50_000
 PNG_FLOOR_RATIO = 0.5
 BENCH_LINE = re.compile(r"^BENCH (.*)$", re.M)
 LISTENING = re.compile(r"Listening at: (http://127\.0\.0\.1:\d+)")
+V2_INFER = "/v2/models/mnist/infer"
+#: Issue 10: the same image through v2 infer reaches at least this fraction of v1 predict's req/s.
+V2_V1_RATIO = 0.95
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,9 @@ class Scenario:
     body: str  # file name in the work directory
     content_type: str
     images: int = 1
+    #: Open Inference Protocol binary extension: the JSON header's length (a file in the work
+    #: directory holding the number), or "" for a plain JSON body.
+    header_length: str = ""
 
 
 SCENARIOS = (
@@ -74,6 +84,16 @@ SCENARIOS = (
     Scenario("predict-100", "/predict", "batch.json", "application/json", images=BATCH),
     Scenario("png-28", "/predict", "digit28.png", "image/png"),
     Scenario("png-200", "/predict", "photo240.png", "image/png"),
+    Scenario("v2-1", V2_INFER, "v2-one.json", "application/json"),
+    Scenario("v2-bin-1", V2_INFER, "v2-one.bin", "application/octet-stream", header_length="v2-one.len"),
+    Scenario(
+        "v2-bin-100",
+        V2_INFER,
+        "v2-batch.bin",
+        "application/octet-stream",
+        images=BATCH,
+        header_length="v2-batch.len",
+    ),
 )
 
 
@@ -93,11 +113,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per scenario run")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--wrk-threads", type=int, default=1,
-                        help="wrk threads (they share the cores with the server)")
+    parser.add_argument(
+        "--wrk-threads", type=int, default=1, help="wrk threads (they share the cores with the server)"
+    )
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated scenario names (the floor "
+        f"always runs): {', '.join(s.name for s in SCENARIOS)}",
+    )
     args = parser.parse_args(argv)
+    names = {s.name for s in SCENARIOS}
+    wanted = {name.strip() for name in args.only.split(",") if name.strip()}
+    if wanted - names:
+        print(
+            f"error: --only: unknown scenario(s) {', '.join(sorted(wanted - names))}; "
+            f"choose from {', '.join(sorted(names))}",
+            file=sys.stderr,
+        )
+        return 2
+    scenarios = tuple(s for s in SCENARIOS if not wanted or s.name in wanted | {"floor"})
 
     if shutil.which("wrk") is None:
         print("error: wrk not found; install it with `apt-get install -y wrk`", file=sys.stderr)
@@ -106,20 +143,26 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         model_dir = args.model_dir or _model_dir(work)
         _write_bodies(work)
-        env = {**os.environ, "MODEL_DIR": str(model_dir), "DEFAULT_MODEL": "mnist",
-               "BENCH_NOOP": "1", "ACCESS_LOG": "0"}
+        env = {
+            **os.environ,
+            "MODEL_DIR": str(model_dir),
+            "DEFAULT_MODEL": "mnist",
+            "BENCH_NOOP": "1",
+            "ACCESS_LOG": "0",
+        }
         server, url, log = _start_gunicorn(env, work)
         try:
             print(_describe(env, url, model_dir, args), flush=True)
-            for scenario in SCENARIOS:  # warm-up, and a check that every body is accepted
+            for scenario in scenarios:  # warm-up, and a check that every body is accepted
                 _check_body(url, scenario, work)
                 _wrk(url, scenario, work, args, duration=1, server=server.pid)
-            results: dict[str, list[Result]] = {s.name: [] for s in SCENARIOS}
+            results: dict[str, list[Result]] = {s.name: [] for s in scenarios}
             for round_ in range(args.rounds):
-                shift = round_ % len(SCENARIOS)
-                for scenario in SCENARIOS[shift:] + SCENARIOS[:shift]:
+                shift = round_ % len(scenarios)
+                for scenario in scenarios[shift:] + scenarios[:shift]:
                     results[scenario.name].append(
-                        _wrk(url, scenario, work, args, args.duration, server=server.pid))
+                        _wrk(url, scenario, work, args, args.duration, server=server.pid)
+                    )
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
@@ -138,8 +181,11 @@ def _model_dir(work: Path) -> Path:
 
     net = TwoLayerNet(784, 100, 10, weight_init_std="xavier", dtype=np.float32)
     (work / "models").mkdir()
-    save_model(work / "models" / "mnist.npz", net,
-               {"input_shape": [28, 28], "class_names": [str(d) for d in range(10)]})
+    save_model(
+        work / "models" / "mnist.npz",
+        net,
+        {"input_shape": [28, 28], "class_names": [str(d) for d in range(10)]},
+    )
     print("note: models/mnist.npz not found; serving a random-weight 784-100-10 stand-in")
     return work / "models"
 
@@ -166,6 +212,28 @@ def _write_bodies(work: Path) -> None:
     photo = Image.new("L", (240, 240), 255)
     photo.paste(Image.fromarray(255 - digits[0]).resize((140, 140)), (30, 50))
     (work / "photo240.png").write_bytes(_png(photo))
+    (work / "v2-one.json").write_bytes(
+        orjson.dumps(
+            {"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32", "data": pixels[0].tolist()}]}
+        )
+    )
+    for name, batch in (("v2-one", pixels[:1]), ("v2-batch", pixels)):
+        raw = batch.astype("<f4").tobytes()
+        header = orjson.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": list(batch.shape),
+                        "datatype": "FP32",
+                        "parameters": {"binary_data_size": len(raw)},
+                    }
+                ],
+                "outputs": [{"name": "probabilities"}, {"name": "label"}],
+            }
+        )
+        (work / f"{name}.bin").write_bytes(header + raw)
+        (work / f"{name}.len").write_text(str(len(header)))
 
 
 def _png(image: Image.Image) -> bytes:
@@ -178,8 +246,12 @@ def _start_gunicorn(env: dict[str, str], work: Path) -> tuple[subprocess.Popen[b
     log = work / "gunicorn.log"
     with log.open("wb") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"),
-             "--bind", "127.0.0.1:0"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"), "--bind", "127.0.0.1:0"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -198,11 +270,18 @@ def _start_gunicorn(env: dict[str, str], work: Path) -> tuple[subprocess.Popen[b
 
 
 def _check_body(url: str, scenario: Scenario, work: Path) -> None:
-    request = urllib.request.Request(url + scenario.path, data=(work / scenario.body).read_bytes(),
-                                     headers={"Content-Type": scenario.content_type})
+    headers = {"Content-Type": scenario.content_type}
+    if scenario.header_length:
+        headers["Inference-Header-Content-Length"] = (work / scenario.header_length).read_text()
+    request = urllib.request.Request(
+        url + scenario.path, data=(work / scenario.body).read_bytes(), headers=headers
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         body = orjson.loads(response.read())
-    if scenario.path != "/_bench/noop" and len(body["predictions"]) != scenario.images:
+    if scenario.path == "/_bench/noop":
+        return
+    answered = len(body["predictions"]) if "predictions" in body else body["outputs"][0]["shape"][0]
+    if answered != scenario.images:
         sys.exit(f"{scenario.name}: unexpected answer {body}")
 
 
@@ -219,15 +298,35 @@ def _cpu_seconds(master: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _wrk(url: str, scenario: Scenario, work: Path, args: argparse.Namespace,
-         duration: int, server: int) -> Result:
-    env = {**os.environ, "BENCH_BODY": str(work / scenario.body),
-           "BENCH_CONTENT_TYPE": scenario.content_type}
+def _wrk(
+    url: str, scenario: Scenario, work: Path, args: argparse.Namespace, duration: int, server: int
+) -> Result:
+    env = {
+        **os.environ,
+        "BENCH_BODY": str(work / scenario.body),
+        "BENCH_CONTENT_TYPE": scenario.content_type,
+        "BENCH_HEADER_LENGTH": (
+            (work / scenario.header_length).read_text() if scenario.header_length else ""
+        ),
+    }
     cpu_before = _cpu_seconds(server)
     out = subprocess.run(
-        ["wrk", f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{duration}s",
-         "--timeout", "10s", "-s", str(LUA), url + scenario.path],
-        env=env, capture_output=True, text=True, check=True).stdout
+        [
+            "wrk",
+            f"-t{args.wrk_threads}",
+            f"-c{args.connections}",
+            f"-d{duration}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(LUA),
+            url + scenario.path,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     cpu = _cpu_seconds(server) - cpu_before
     match = BENCH_LINE.search(out)
     if not match:
@@ -248,33 +347,58 @@ def _describe(env: dict[str, str], url: str, model_dir: Path, args: argparse.Nam
 
     s = Settings.from_env(env)
     worker = f"gthread x{s.threads} threads" if s.threads > 1 else "sync"
-    return (f"gunicorn {url}: {s.workers} workers, {worker}; models {model_dir}\n"
-            f"wrk: {args.connections} connections, {args.wrk_threads} thread(s), "
-            f"{args.duration}s x {args.rounds} rounds per scenario; {os.cpu_count()} CPUs")
+    return (
+        f"gunicorn {url}: {s.workers} workers, {worker}; models {model_dir}\n"
+        f"wrk: {args.connections} connections, {args.wrk_threads} thread(s), "
+        f"{args.duration}s x {args.rounds} rounds per scenario; {os.cpu_count()} CPUs"
+    )
 
 
 def _report(results: dict[str, list[Result]], check: bool) -> int:
-    med = {name: Result(*(statistics.median(getattr(r, f) for r in runs)
-                          for f in ("rps", "p50_ms", "p99_ms", "errors", "cpu_us")))
-           for name, runs in results.items()}
+    med = {
+        name: Result(
+            *(
+                statistics.median(getattr(r, f) for r in runs)
+                for f in ("rps", "p50_ms", "p99_ms", "errors", "cpu_us")
+            )
+        )
+        for name, runs in results.items()
+    }
     floor = med["floor"].rps
-    print(f"\n{'scenario':<12} {'req/s':>9} {'images/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'x floor':>8} {'CPU us/req':>11} {'errors':>7}   "
-          f"(median of {len(results['floor'])} runs)")
+    print(
+        f"\n{'scenario':<12} {'req/s':>9} {'images/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'x floor':>8} {'CPU us/req':>11} {'errors':>7}   "
+        f"(median of {len(results['floor'])} runs)"
+    )
     for scenario in SCENARIOS:
+        if scenario.name not in med:
+            continue
         r = med[scenario.name]
-        print(f"{scenario.name:<12} {r.rps:>9,.0f} {r.rps * scenario.images:>10,.0f} "
-              f"{r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.rps / floor:>8.2f} {r.cpu_us:>11,.0f} "
-              f"{r.errors:>7.0f}")
-    one, batch, png = med["predict-1"], med["predict-100"], med["png-28"]
-    targets = [
-        (f"predict-1 >= {PREDICT_FLOOR_RATIO}x floor", one.rps / floor >= PREDICT_FLOOR_RATIO),
-        (f"predict-1 p99 <= {PREDICT_P99_MS} ms", one.p99_ms <= PREDICT_P99_MS),
-        (f"predict-100 >= {BATCH_IMAGES_PER_S:,} images/s",
-         batch.rps * BATCH >= BATCH_IMAGES_PER_S),
-        (f"png-28 >= {PNG_FLOOR_RATIO}x floor", png.rps / floor >= PNG_FLOOR_RATIO),
-        ("no errors", all(r.errors == 0 for r in med.values())),
-    ]
+        print(
+            f"{scenario.name:<12} {r.rps:>9,.0f} {r.rps * scenario.images:>10,.0f} "
+            f"{r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.rps / floor:>8.2f} {r.cpu_us:>11,.0f} "
+            f"{r.errors:>7.0f}"
+        )
+    targets = []
+    if "predict-1" in med:
+        one = med["predict-1"]
+        targets += [
+            (f"predict-1 >= {PREDICT_FLOOR_RATIO}x floor", one.rps / floor >= PREDICT_FLOOR_RATIO),
+            (f"predict-1 p99 <= {PREDICT_P99_MS} ms", one.p99_ms <= PREDICT_P99_MS),
+        ]
+        if "v2-1" in med:
+            ratio = med["v2-1"].rps / one.rps
+            targets.append((f"v2-1 >= {V2_V1_RATIO}x predict-1 (got {ratio:.2f}x)", ratio >= V2_V1_RATIO))
+    if "predict-100" in med:
+        targets.append(
+            (
+                f"predict-100 >= {BATCH_IMAGES_PER_S:,} images/s",
+                med["predict-100"].rps * BATCH >= BATCH_IMAGES_PER_S,
+            )
+        )
+    if "png-28" in med:
+        targets.append((f"png-28 >= {PNG_FLOOR_RATIO}x floor", med["png-28"].rps / floor >= PNG_FLOOR_RATIO))
+    targets.append(("no errors", all(r.errors == 0 for r in med.values())))
     print()
     for text, ok in targets:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")

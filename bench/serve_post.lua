@@ -5,6 +5,11 @@ wrk.method = "POST"
 wrk.body = file:read("*a")
 file:close()
 wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE")
+-- BENCH_HEADER_LENGTH, if set: the Open Inference Protocol's binary extension header
+local header_length = os.getenv("BENCH_HEADER_LENGTH")
+if header_length ~= nil and header_length ~= "" then
+  wrk.headers["Inference-Header-Content-Length"] = header_length
+end
 
 done = function(summary, latency, requests)
   local e = summary.errors

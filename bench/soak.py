@@ -83,10 +83,12 @@ def model_dir(source: Path | None, work: Path) -> Path:
     sys.path.insert(0, str(REPO))
     from training import TwoLayerNet, save_model
 
-    net = TwoLayerNet(784, 100, 10, weight_init_std="xavier", rng=np.random.default_rng(0),
-                      dtype=np.float32)
-    save_model(target / "mnist" / "1" / "model.npz", net,
-               {"input_shape": [28, 28], "class_names": [str(d) for d in range(10)]})
+    net = TwoLayerNet(784, 100, 10, weight_init_std="xavier", rng=np.random.default_rng(0), dtype=np.float32)
+    save_model(
+        target / "mnist" / "1" / "model.npz",
+        net,
+        {"input_shape": [28, 28], "class_names": [str(d) for d in range(10)]},
+    )
     print("note: no models/mnist.npz; serving a random-weight 784-100-10 stand-in")
     return target
 
@@ -103,9 +105,12 @@ def new_version(models: Path, version: int, data: bytes) -> None:
 def start_gunicorn(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"),
-             "--bind", "127.0.0.1:0"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"), "--bind", "127.0.0.1:0"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -157,15 +162,19 @@ def request_mix(token: str, port: int) -> list[tuple[str, bytes, bytes]]:
         "predict": ("/predict", {"inputs": one}),
         "loss": ("/loss", {"inputs": one, "labels": t[:1].tolist()}),
         "accuracy": ("/accuracy", {"inputs": (x / 255).round(4).tolist(), "labels": t.tolist()}),
-        "v2-infer": ("/v2/models/mnist/infer", {"inputs": [{
-            "name": "input", "datatype": "UINT8", "shape": [1, 784], "data": x[0].tolist()}]}),
+        "v2-infer": (
+            "/v2/models/mnist/infer",
+            {"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 784], "data": x[0].tolist()}]},
+        ),
     }
     mix = []
     for kind, (path, payload) in bodies.items():
         body = json.dumps(payload).encode()
-        head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n").encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n"
+        ).encode()
         mix.append((kind, head, body))
     return mix
 
@@ -195,12 +204,16 @@ class Phase:
         lat = sorted(self.latencies) or [0.0]
         seconds = max(self.ended - self.started, 1e-9)
         return {
-            "phase": self.name, "seconds": round(seconds, 1), "requests": self.requests,
-            "ok": dict(self.ok), "errors": dict(self.errors),
+            "phase": self.name,
+            "seconds": round(seconds, 1),
+            "requests": self.requests,
+            "ok": dict(self.ok),
+            "errors": dict(self.errors),
             "rps": round(sum(self.ok.values()) / seconds, 1),
             "p50_ms": round(1000 * lat[len(lat) // 2], 2),
             "p99_ms": round(1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))], 2),
-            "versions": dict(self.versions), "events": self.events,
+            "versions": dict(self.versions),
+            "events": self.events,
             "failures": [(round(t, 3), kind) for t, kind in self.failures[:20]],
         }
 
@@ -211,8 +224,7 @@ VERSION = re.compile(rb'"(?:model_)?version":"([^"]*)"')
 async def one_request(port: int, head: bytes, body: bytes, rid: str) -> tuple[str, bytes]:
     """("ok" | an error kind, the answer's body)."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port),
-                                                REQUEST_TIMEOUT)
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), REQUEST_TIMEOUT)
     except ConnectionRefusedError:
         return "refused", b""
     except (TimeoutError, OSError):
@@ -236,7 +248,7 @@ async def one_request(port: int, head: bytes, body: bytes, rid: str) -> tuple[st
         return "cut", b""
     status = int(raw[9:12])
     match = re.search(rb"(?im)^content-length: *(\d+)", raw[:head_end])
-    answer = raw[head_end + 4:]
+    answer = raw[head_end + 4 :]
     if match is None or len(answer) != int(match.group(1)):
         return "cut", b""
     if status != 200:
@@ -244,8 +256,15 @@ async def one_request(port: int, head: bytes, body: bytes, rid: str) -> tuple[st
     return "ok", answer
 
 
-async def client(port: int, mix: list[tuple[str, bytes, bytes]], offset: int, phase: Phase,
-                 stop_at: float, prefix: str, stop_on_refused: bool) -> None:
+async def client(
+    port: int,
+    mix: list[tuple[str, bytes, bytes]],
+    offset: int,
+    phase: Phase,
+    stop_at: float,
+    prefix: str,
+    stop_on_refused: bool,
+) -> None:
     i = offset
     loop = asyncio.get_running_loop()
     while loop.time() < stop_at:
@@ -270,19 +289,28 @@ async def client(port: int, mix: list[tuple[str, bytes, bytes]], offset: int, ph
                 await asyncio.sleep(0.05)
 
 
-async def drive(port: int, mix: list[tuple[str, bytes, bytes]], concurrency: int,
-                seconds: float, phase: Phase, prefix: str, stop_on_refused: bool = False) -> None:
+async def drive(
+    port: int,
+    mix: list[tuple[str, bytes, bytes]],
+    concurrency: int,
+    seconds: float,
+    phase: Phase,
+    prefix: str,
+    stop_on_refused: bool = False,
+) -> None:
     loop = asyncio.get_running_loop()
     phase.started = loop.time()
     stop_at = phase.started + seconds
-    await asyncio.gather(*(client(port, mix, c, phase, stop_at, prefix, stop_on_refused)
-                           for c in range(concurrency)))
+    await asyncio.gather(
+        *(client(port, mix, c, phase, stop_at, prefix, stop_on_refused) for c in range(concurrency))
+    )
     phase.ended = loop.time()
 
 
 async def get_json(port: int, path: str, token: str) -> Any:
-    head = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-            "Connection: close\r\n").encode()
+    head = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n"
+    ).encode()
     outcome, body = await one_request(port, head, b"", "soak-check")
     return json.loads(body) if outcome == "ok" else None
 
@@ -328,11 +356,13 @@ async def soak(run: Run, seconds: float) -> tuple[Phase, dict[str, Any]]:
         start = time.monotonic()
         while time.monotonic() - start < seconds:
             pids = workers(run.proc.pid)
-            rss.append((time.monotonic() - start,
-                        {pid: kib for pid in pids if (kib := rss_kib(pid)) is not None}))
+            rss.append(
+                (time.monotonic() - start, {pid: kib for pid in pids if (kib := rss_kib(pid)) is not None})
+            )
             await asyncio.sleep(min(RSS_SAMPLE_SECONDS, max(seconds / 20, 0.5)))
-        rss.append((time.monotonic() - start,
-                    {pid: kib for pid in workers(run.proc.pid) if (kib := rss_kib(pid))}))
+        rss.append(
+            (time.monotonic() - start, {pid: kib for pid in workers(run.proc.pid) if (kib := rss_kib(pid))})
+        )
 
     async def faults() -> None:
         await asyncio.sleep(seconds / 3)
@@ -342,32 +372,35 @@ async def soak(run: Run, seconds: float) -> tuple[Phase, dict[str, Any]]:
         while time.monotonic() < deadline and not failed_loads(run.log, "/mnist/2/"):
             await asyncio.sleep(POLL_SECONDS / 2)
         seen = await served_versions(run, "1", time.monotonic() + 5)
-        run.promise(len(failed_loads(run.log, "/mnist/2/")) >= 2 and seen is not None
-                    and set(seen) == {"1"},
-                    f"corrupt version refused by every worker and logged; version 1 serves ({seen})")
+        run.promise(
+            len(failed_loads(run.log, "/mnist/2/")) >= 2 and seen is not None and set(seen) == {"1"},
+            f"corrupt version refused by every worker and logged; version 1 serves ({seen})",
+        )
         await asyncio.sleep(max(0.0, 2 * seconds / 3 - (time.monotonic() - t0)))
         new_version(run.models, 3, valid_new)
         phase.events.append(f"{2 * seconds / 3:.0f}s: valid mnist/3 dropped in")
         seen = await served_versions(run, "3", time.monotonic() + 6 * POLL_SECONDS + 10)
-        run.promise(seen is not None and set(seen) == {"3"},
-                    f"valid version 3 took over on every worker ({seen})")
+        run.promise(
+            seen is not None and set(seen) == {"3"}, f"valid version 3 took over on every worker ({seen})"
+        )
 
     t0 = time.monotonic()
-    await asyncio.gather(drive(run.port, run.mix, run.concurrency, seconds, phase, "s"),
-                         sample_rss(), faults())
+    await asyncio.gather(
+        drive(run.port, run.mix, run.concurrency, seconds, phase, "s"), sample_rss(), faults()
+    )
     reference = min(rss, key=lambda sample: abs(sample[0] - reference_at))
     end = rss[-1]
     growth = {pid: (end[1][pid] - kib) / kib for pid, kib in reference[1].items() if pid in end[1]}
     total_ref = sum(reference[1][pid] for pid in growth)
     total_end = sum(end[1][pid] for pid in growth)
     memory = {
-        "reference_at_s": round(reference[0], 1), "end_at_s": round(end[0], 1),
+        "reference_at_s": round(reference[0], 1),
+        "end_at_s": round(end[0], 1),
         "reference_mib": {pid: round(kib / 1024, 1) for pid, kib in reference[1].items()},
         "end_mib": {pid: round(kib / 1024, 1) for pid, kib in end[1].items()},
         "growth": {pid: round(g, 4) for pid, g in growth.items()},
         "total_growth": round((total_end - total_ref) / total_ref, 4) if total_ref else None,
-        "samples": [(round(t, 1), {pid: round(k / 1024, 1) for pid, k in s.items()})
-                    for t, s in rss],
+        "samples": [(round(t, 1), {pid: round(k / 1024, 1) for pid, k in s.items()}) for t, s in rss],
     }
     return phase, memory
 
@@ -420,8 +453,18 @@ async def sigterm_master(run: Run, seconds: float) -> tuple[Phase, int | None, f
         exit_code = run.proc.poll()
 
     # the clients go on until the server refuses them (or 3 graceful timeouts)
-    await asyncio.gather(drive(run.port, run.mix, run.concurrency, seconds + 3 * GRACEFUL_TIMEOUT,
-                               phase, "t", stop_on_refused=True), term())
+    await asyncio.gather(
+        drive(
+            run.port,
+            run.mix,
+            run.concurrency,
+            seconds + 3 * GRACEFUL_TIMEOUT,
+            phase,
+            "t",
+            stop_on_refused=True,
+        ),
+        term(),
+    )
     return phase, exit_code, took
 
 
@@ -439,8 +482,12 @@ def access_log_ids(log: Path) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of soak")
-    parser.add_argument("--fault-seconds", type=float, default=30.0,
-                        help="seconds of load around the worker kill, and before the SIGTERM")
+    parser.add_argument(
+        "--fault-seconds",
+        type=float,
+        default=30.0,
+        help="seconds of load around the worker kill, and before the SIGTERM",
+    )
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--model-dir", type=Path, default=REPO / "models")
     parser.add_argument("--json", type=Path, help="write the report here too")
@@ -454,15 +501,24 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         models = model_dir(args.model_dir, work)
         token = secrets.token_hex(16)
-        env = {**os.environ, "MODEL_DIR": str(models), "DEFAULT_MODEL": "mnist",
-               "AUTH_TOKEN": token, "ACCESS_LOG": "1", "MODEL_POLL_SECONDS": str(POLL_SECONDS),
-               "GRACEFUL_TIMEOUT": str(GRACEFUL_TIMEOUT)}
+        env = {
+            **os.environ,
+            "MODEL_DIR": str(models),
+            "DEFAULT_MODEL": "mnist",
+            "AUTH_TOKEN": token,
+            "ACCESS_LOG": "1",
+            "MODEL_POLL_SECONDS": str(POLL_SECONDS),
+            "GRACEFUL_TIMEOUT": str(GRACEFUL_TIMEOUT),
+        }
         env.setdefault("WEB_CONCURRENCY", "2")
         log = work / "gunicorn.log"
         proc, port = start_gunicorn(env, log)
         run = Run(proc, port, token, models, log, args.concurrency, request_mix(token, port))
-        print(f"gunicorn on 127.0.0.1:{port}, {env['WEB_CONCURRENCY']} workers, "
-              f"{args.concurrency} clients; mix: {', '.join(k for k, _, _ in run.mix)}", flush=True)
+        print(
+            f"gunicorn on 127.0.0.1:{port}, {env['WEB_CONCURRENCY']} workers, "
+            f"{args.concurrency} clients; mix: {', '.join(k for k, _, _ in run.mix)}",
+            flush=True,
+        )
         try:
             report = asyncio.run(phases(run, args))
         finally:
@@ -475,14 +531,25 @@ def main(argv: list[str] | None = None) -> int:
         report["tracebacks"] = tracebacks
     report["problems"] = run.problems
     for key in ("soak", "kill_worker", "sigterm_master"):
-        print(key, json.dumps({k: v for k, v in report[key].items() if k != "failures"},
-                              default=str))
+        print(key, json.dumps({k: v for k, v in report[key].items() if k != "failures"}, default=str))
     memory = report["memory"]
-    print("worker RSS MiB at", memory["reference_at_s"], "s:", memory["reference_mib"], "at",
-          memory["end_at_s"], "s:", memory["end_mib"], "growth:", memory["growth"])
-    print(f"server answered {report['server_answered']} POSTs, clients received "
-          f"{report['client_answers']}, lost {len(report['lost'])}; "
-          f"{len(run.problems)} promise(s) broken")
+    print(
+        "worker RSS MiB at",
+        memory["reference_at_s"],
+        "s:",
+        memory["reference_mib"],
+        "at",
+        memory["end_at_s"],
+        "s:",
+        memory["end_mib"],
+        "growth:",
+        memory["growth"],
+    )
+    print(
+        f"server answered {report['server_answered']} POSTs, clients received "
+        f"{report['client_answers']}, lost {len(report['lost'])}; "
+        f"{len(run.problems)} promise(s) broken"
+    )
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=str))
     return 1 if args.check and run.problems else 0
@@ -503,27 +570,38 @@ async def phases(run: Run, args: argparse.Namespace) -> dict[str, Any]:
 
     s = soaked.summary()
     run.promise(not soaked.errors, f"soak: {s['requests']} requests, errors {dict(soaked.errors)}")
-    run.promise(memory["total_growth"] is not None
-                and max(memory["growth"].values()) < MAX_RSS_GROWTH,
-                f"soak: worker RSS growth {memory['growth']} from {memory['reference_at_s']} s "
-                f"to {memory['end_at_s']} s < {MAX_RSS_GROWTH:.0%}")
+    run.promise(
+        memory["total_growth"] is not None and max(memory["growth"].values()) < MAX_RSS_GROWTH,
+        f"soak: worker RSS growth {memory['growth']} from {memory['reference_at_s']} s "
+        f"to {memory['end_at_s']} s < {MAX_RSS_GROWTH:.0%}",
+    )
     run.promise("2" not in soaked.versions, f"soak: versions answered {dict(soaked.versions)}")
     bad = {k: n for k, n in killed.errors.items() if k not in ("closed-unanswered", "cut")}
-    run.promise(not bad and sum(killed.errors.values()) <= 1,
-                f"kill-worker: failures {dict(killed.errors)} (at most the killed worker's one "
-                "request, closed unanswered or cut short)")
+    run.promise(
+        not bad and sum(killed.errors.values()) <= 1,
+        f"kill-worker: failures {dict(killed.errors)} (at most the killed worker's one "
+        "request, closed unanswered or cut short)",
+    )
     bad = {k: n for k, n in termed.errors.items() if k not in ("closed-unanswered", "refused")}
     run.promise(not bad, f"sigterm-master: no 5xx, no cut answer ({dict(termed.errors)})")
-    run.promise(exit_code == 0 and took <= GRACEFUL_TIMEOUT + 5,
-                f"sigterm-master: master exited {exit_code} after {took:.1f} s")
-    run.promise(not lost, f"every answer the server logged reached its client "
-                          f"({len(answered)} logged, {len(lost)} lost)")
+    run.promise(
+        exit_code == 0 and took <= GRACEFUL_TIMEOUT + 5,
+        f"sigterm-master: master exited {exit_code} after {took:.1f} s",
+    )
+    run.promise(
+        not lost,
+        f"every answer the server logged reached its client ({len(answered)} logged, {len(lost)} lost)",
+    )
     s["client_cpu_share"] = round(cpu / max(s["seconds"], 1e-9), 2)  # of one core: the load
-    return {"soak": s, "memory": memory, "kill_worker": killed.summary(),
-            "sigterm_master": {**termed.summary(), "exit_code": exit_code,
-                               "exit_seconds": round(took, 1)},
-            "server_answered": len(answered), "lost": lost[:20],
-            "client_answers": len(received)}
+    return {
+        "soak": s,
+        "memory": memory,
+        "kill_worker": killed.summary(),
+        "sigterm_master": {**termed.summary(), "exit_code": exit_code, "exit_seconds": round(took, 1)},
+        "server_answered": len(answered),
+        "lost": lost[:20],
+        "client_answers": len(received),
+    }
 
 
 if __name__ == "__main__":

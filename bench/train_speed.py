@@ -66,8 +66,12 @@ def load_arrays(data_dir: str) -> Arrays:
     from training.data import as_training_arrays, load_dataset
 
     ds = load_dataset("mnist", data_dir, download=False, progress=False)
-    return (as_training_arrays(ds.x_train, DTYPE), ds.t_train.astype(np.intp),
-            as_training_arrays(ds.x_test, DTYPE), ds.t_test.astype(np.intp))
+    return (
+        as_training_arrays(ds.x_train, DTYPE),
+        ds.t_train.astype(np.intp),
+        as_training_arrays(ds.x_test, DTYPE),
+        ds.t_test.astype(np.intp),
+    )
 
 
 class NumpyTrainer:
@@ -77,8 +81,9 @@ class NumpyTrainer:
         from training.trainer import TrainConfig, init_state, train_epoch
 
         self._init_state, self._train_epoch = init_state, train_epoch
-        self.config = TrainConfig(hidden_size=HIDDEN, learning_rate=LEARNING_RATE,
-                                  batch_size=BATCH, dtype=DTYPE, seed=seed)
+        self.config = TrainConfig(
+            hidden_size=HIDDEN, learning_rate=LEARNING_RATE, batch_size=BATCH, dtype=DTYPE, seed=seed
+        )
         self.state: Any = None
 
     def reset(self, d: int, c: int) -> None:
@@ -99,9 +104,12 @@ class NumpyTrainer:
                 seen.append(_numpy_blas_threads())
 
         state = self._init_state(self.config, x.shape[1], int(t.max()) + 1)
-        self._train_epoch(state, self.config, x[:2 * BATCH], t[:2 * BATCH], on_step=on_step)
-        return {"threads": f"{seen[0]} in train_epoch", "dtype": str(state.net.params["W1"].dtype),
-                "version": f"numpy {np.__version__}"}
+        self._train_epoch(state, self.config, x[: 2 * BATCH], t[: 2 * BATCH], on_step=on_step)
+        return {
+            "threads": f"{seen[0]} in train_epoch",
+            "dtype": str(state.net.params["W1"].dtype),
+            "version": f"numpy {np.__version__}",
+        }
 
 
 class TorchTrainer:
@@ -120,7 +128,8 @@ class TorchTrainer:
         torch.manual_seed(self.seed)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.model = torch.nn.Sequential(
-            torch.nn.Linear(d, HIDDEN), torch.nn.Sigmoid(), torch.nn.Linear(HIDDEN, c))
+            torch.nn.Linear(d, HIDDEN), torch.nn.Sigmoid(), torch.nn.Linear(HIDDEN, c)
+        )
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LEARNING_RATE)
         self.loss_fn = torch.nn.CrossEntropyLoss()
         self._data: tuple[Any, Any] | None = None
@@ -133,7 +142,7 @@ class TorchTrainer:
         model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
         order = torch.randperm(xs.shape[0], generator=self.generator)
         for start in range(0, xs.shape[0], BATCH):
-            idx = order[start:start + BATCH]
+            idx = order[start : start + BATCH]
             x_batch, t_batch = xs.index_select(0, idx), ts.index_select(0, idx)
             optimizer.zero_grad()
             loss = loss_fn(model(x_batch), t_batch)
@@ -149,8 +158,11 @@ class TorchTrainer:
         torch = self.torch
         blas = "mkl" if torch.backends.mkl.is_available() else "?"
         dtype = str(next(self.model.parameters()).dtype).replace("torch.", "")
-        return {"threads": f"{torch.get_num_threads()} (torch, {blas})", "dtype": dtype,
-                "version": f"torch {torch.__version__}"}
+        return {
+            "threads": f"{torch.get_num_threads()} (torch, {blas})",
+            "dtype": dtype,
+            "version": f"torch {torch.__version__}",
+        }
 
 
 class SklearnTrainer:
@@ -165,10 +177,20 @@ class SklearnTrainer:
 
     def reset(self, d: int, c: int) -> None:
         self.model = self.make(
-            hidden_layer_sizes=(HIDDEN,), activation="logistic", solver="sgd", batch_size=BATCH,
-            learning_rate="constant", learning_rate_init=LEARNING_RATE, momentum=0.0,
-            nesterovs_momentum=False, alpha=0.0, max_iter=1, warm_start=True, shuffle=True,
-            random_state=self.seed)
+            hidden_layer_sizes=(HIDDEN,),
+            activation="logistic",
+            solver="sgd",
+            batch_size=BATCH,
+            learning_rate="constant",
+            learning_rate_init=LEARNING_RATE,
+            momentum=0.0,
+            nesterovs_momentum=False,
+            alpha=0.0,
+            max_iter=1,
+            warm_start=True,
+            shuffle=True,
+            random_state=self.seed,
+        )
         self.classes = np.arange(c)
 
     def epoch(self, x: NDArray, t: NDArray) -> None:
@@ -180,12 +202,17 @@ class SklearnTrainer:
     def describe(self, x: NDArray, t: NDArray) -> dict[str, str]:
         import sklearn
 
-        return {"threads": _numpy_blas_threads(), "dtype": str(self.model.coefs_[0].dtype),
-                "version": f"scikit-learn {sklearn.__version__}"}
+        return {
+            "threads": _numpy_blas_threads(),
+            "dtype": str(self.model.coefs_[0].dtype),
+            "version": f"scikit-learn {sklearn.__version__}",
+        }
 
 
 TRAINERS: dict[str, Callable[[int], Any]] = {
-    "numpy": NumpyTrainer, "torch": TorchTrainer, "sklearn": SklearnTrainer,
+    "numpy": NumpyTrainer,
+    "torch": TorchTrainer,
+    "sklearn": SklearnTrainer,
 }
 
 
@@ -208,11 +235,11 @@ def epoch_gemms(n_rows: int, d: int, c: int) -> list[tuple[int, int, int]]:
     for start in range(0, n_rows, BATCH):
         b = min(BATCH, n_rows - start)
         shapes += [
-            (b, d, HIDDEN),   # a1 = x @ W1
-            (b, HIDDEN, c),   # a2 = z1 @ W2
-            (HIDDEN, b, c),   # dW2 = z1.T @ da2
-            (b, c, HIDDEN),   # dz1 = da2 @ W2.T
-            (d, b, HIDDEN),   # dW1 = x.T @ da1
+            (b, d, HIDDEN),  # a1 = x @ W1
+            (b, HIDDEN, c),  # a2 = z1 @ W2
+            (HIDDEN, b, c),  # dW2 = z1.T @ da2
+            (b, c, HIDDEN),  # dz1 = da2 @ W2.T
+            (d, b, HIDDEN),  # dW1 = x.T @ da1
         ]
     return shapes
 
@@ -299,9 +326,10 @@ def worker(name: str, conn: Connection, data_dir: str, seed: int) -> None:
         elif command == "bound":
             reply = measure_bound(x.shape[0], d, c, rng)
         elif command == "evaluate":
-            reply = {"train_loss": cross_entropy_error(trainer.predict_proba(x), t),
-                     "test_accuracy": float(np.mean(
-                         np.argmax(trainer.predict_proba(x_test), axis=1) == t_test))}
+            reply = {
+                "train_loss": cross_entropy_error(trainer.predict_proba(x), t),
+                "test_accuracy": float(np.mean(np.argmax(trainer.predict_proba(x_test), axis=1) == t_test)),
+            }
         elif command == "describe":
             reply = trainer.describe(x, t)
         else:
@@ -338,18 +366,23 @@ def start_workers(data_dir: str, seed: int) -> tuple[dict[str, Worker], tuple[in
             _, shape = parent.recv()
         except EOFError:
             process.join(5)
-            raise SystemExit(f"train_speed: the {name} worker died during setup "
-                             f"(exit code {process.exitcode})") from None
+            raise SystemExit(
+                f"train_speed: the {name} worker died during setup (exit code {process.exitcode})"
+            ) from None
         workers[name] = Worker(name, process, parent)
     return workers, shape
 
 
 def environment_lines(argv: Sequence[str], described: dict[str, dict[str, str]]) -> list[str]:
     command = shlex.join(["python", "bench/train_speed.py", *argv])
-    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if "model name" in line),
-               platform.processor() or "?")
-    env = "  ".join(f"{k}={os.environ.get(k, '(unset)')}"
-                    for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS"))
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in _cpuinfo() if "model name" in line),
+        platform.processor() or "?",
+    )
+    env = "  ".join(
+        f"{k}={os.environ.get(k, '(unset)')}"
+        for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")
+    )
     return [
         f"command: {command}",
         f"Python {platform.python_version()}  "
@@ -374,8 +407,10 @@ def _blas_summary() -> str:
         return "threadpoolctl not installed"
     for lib in threadpool_info():
         if lib.get("user_api") == "blas" and "numpy" in lib.get("filepath", ""):
-            return (f"numpy -> {lib['internal_api']} {lib['version']} "
-                    f"({lib.get('architecture', '?')} kernels, {lib['num_threads']} threads)")
+            return (
+                f"numpy -> {lib['internal_api']} {lib['version']} "
+                f"({lib.get('architecture', '?')} kernels, {lib['num_threads']} threads)"
+            )
     return "numpy's BLAS not found by threadpoolctl"
 
 
@@ -384,18 +419,21 @@ def verdict(ok: bool) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench/train_speed.py",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", required=True,
-                        help="directory with the four MNIST IDX files (.gz or not)")
-    parser.add_argument("--epochs", type=int, default=3,
-                        help="epochs of one training run; models restart from fresh weights "
-                             "after this many (default 3)")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="rounds of one epoch per framework (default: 2 x epochs)")
+    parser = argparse.ArgumentParser(prog="bench/train_speed.py", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data-dir", required=True, help="directory with the four MNIST IDX files (.gz or not)"
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=3,
+        help="epochs of one training run; models restart from fresh weights after this many (default 3)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="rounds of one epoch per framework (default: 2 x epochs)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 if a target is missed")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     return parser
 
 
@@ -424,9 +462,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in order:
                 seconds[name].append(workers[name].ask("epoch"))
             bounds.append(workers["numpy"].ask("bound"))
-            print(f"round {r + 1}/{rounds}: "
-                  + "  ".join(f"{name} {seconds[name][-1]:.3f}s" for name in order)
-                  + f"  GEMMs alone {_bound_seconds(bounds[-1]):.3f}s", flush=True)
+            print(
+                f"round {r + 1}/{rounds}: "
+                + "  ".join(f"{name} {seconds[name][-1]:.3f}s" for name in order)
+                + f"  GEMMs alone {_bound_seconds(bounds[-1]):.3f}s",
+                flush=True,
+            )
         quality = {name: w.ask("evaluate") for name, w in workers.items()}
         described = {name: w.ask("describe") for name, w in workers.items()}
     finally:
@@ -438,15 +479,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     epochs_trained = (rounds - 1) % args.epochs + 1
     lines, passed = report(seconds, bounds, quality, described, epochs_trained, n_rows, d, c)
     print()
-    print("\n".join([
-        f"Training speed: {d}-{HIDDEN}-{c} (sigmoid; softmax + cross-entropy), SGD lr "
-        f"{LEARNING_RATE}, batch {BATCH}, {DTYPE}",
-        *environment_lines(argv, described),
-        f"data: {n_rows} x {d}, {-(-n_rows // BATCH)} steps per epoch; rounds: {rounds} (one epoch "
-        f"of each framework, order rotating); fresh weights every {args.epochs} epoch(s)",
-        "",
-        *lines,
-    ]))
+    print(
+        "\n".join(
+            [
+                f"Training speed: {d}-{HIDDEN}-{c} (sigmoid; softmax + cross-entropy), SGD lr "
+                f"{LEARNING_RATE}, batch {BATCH}, {DTYPE}",
+                *environment_lines(argv, described),
+                f"data: {n_rows} x {d}, {-(-n_rows // BATCH)} steps per epoch; rounds: {rounds} (one epoch "
+                f"of each framework, order rotating); fresh weights every {args.epochs} epoch(s)",
+                "",
+                *lines,
+            ]
+        )
+    )
     return 1 if args.check and not passed else 0
 
 
@@ -472,26 +517,33 @@ def report(
     gemm_1thread = [b["gemm_1thread"] for b in bounds if "gemm_1thread" in b]
     square = statistics.median(b["square_flops"] for b in bounds)
 
-    head = (f"{'':14s} {'s/epoch':>8s} {'min':>7s} {'max':>7s}  {'BLAS threads':34s} "
-            f"{'dtype':8s} {'train loss':>10s} {'test acc':>8s}")
-    lines = [f"median of {len(bounds)} epoch(s) each; loss and accuracy after {epochs_trained} "
-             f"epoch(s)", head]
+    head = (
+        f"{'':14s} {'s/epoch':>8s} {'min':>7s} {'max':>7s}  {'BLAS threads':34s} "
+        f"{'dtype':8s} {'train loss':>10s} {'test acc':>8s}"
+    )
+    lines = [
+        f"median of {len(bounds)} epoch(s) each; loss and accuracy after {epochs_trained} epoch(s)",
+        head,
+    ]
     for name in FRAMEWORKS:
         s, q, info = seconds[name], quality[name], described[name]
-        lines.append(f"{LABELS[name]:14s} {median[name]:8.3f} {min(s):7.3f} {max(s):7.3f}  "
-                     f"{info['threads']:34s} {info['dtype']:8s} {q['train_loss']:10.4f} "
-                     f"{q['test_accuracy']:8.4f}")
-    lines.append(f"{'GEMMs alone':14s} {bound:8.3f} "
-                 f"{min(_bound_seconds(b) for b in bounds):7.3f} "
-                 f"{max(_bound_seconds(b) for b in bounds):7.3f}  the bound (see below)")
+        lines.append(
+            f"{LABELS[name]:14s} {median[name]:8.3f} {min(s):7.3f} {max(s):7.3f}  "
+            f"{info['threads']:34s} {info['dtype']:8s} {q['train_loss']:10.4f} "
+            f"{q['test_accuracy']:8.4f}"
+        )
+    lines.append(
+        f"{'GEMMs alone':14s} {bound:8.3f} "
+        f"{min(_bound_seconds(b) for b in bounds):7.3f} "
+        f"{max(_bound_seconds(b) for b in bounds):7.3f}  the bound (see below)"
+    )
     lines += [
         "",
         f"FLOPs per epoch: {flops / 1e9:.2f} GFLOP (per step: x@W1, z1@W2, z1.T@da2, da2@W2.T, "
         f"x.T@da1; 2*m*k*n each)",
         f"GEMM rate at the epoch's shapes: {flops / gemm_default / 1e9:.1f} GFLOP/s at numpy's "
         f"default threads"
-        + (f", {flops / statistics.median(gemm_1thread) / 1e9:.1f} at 1 thread"
-           if gemm_1thread else "")
+        + (f", {flops / statistics.median(gemm_1thread) / 1e9:.1f} at 1 thread" if gemm_1thread else "")
         + f" -> bound {bound:.3f} s/epoch (the faster, median over rounds)",
         f"GEMM rate, {SQUARE_N}x{SQUARE_N} square: {square / 1e9:.1f} GFLOP/s -> "
         f"{flops / square:.3f} s/epoch (reference only: these shapes cannot reach it)",
@@ -505,8 +557,7 @@ def report(
     lines += [
         f"this package / PyTorch      {vs_torch:5.2f}   target <= {TARGET_VS_TORCH:.2f}  "
         f"{verdict(ok_torch)}   (median of per-round ratios {paired:.2f})",
-        f"this package / bound        {vs_bound:5.2f}   target <= {TARGET_VS_BOUND:.2f}  "
-        f"{verdict(ok_bound)}",
+        f"this package / bound        {vs_bound:5.2f}   target <= {TARGET_VS_BOUND:.2f}  {verdict(ok_bound)}",
         f"this package / scikit-learn {vs_sklearn:5.2f}",
         f"this package / square bound {median['numpy'] / (flops / square):5.2f}   (reference)",
     ]

@@ -35,8 +35,11 @@ def create_app(settings: Settings | None = None, *, strict: bool = True) -> Flas
     """
     settings = settings if settings is not None else Settings.from_env()
     failures: list[LoadFailure] = []
-    registry = load_registry(settings.model_dir, settings.default_model,
-                             on_failure=None if strict else lambda *failure: failures.append(failure))
+    registry = load_registry(
+        settings.model_dir,
+        settings.default_model,
+        on_failure=None if strict else lambda *failure: failures.append(failure),
+    )
     endpoints, versions = build_endpoints(registry, settings)
 
     app = Flask(__name__)

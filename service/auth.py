@@ -25,8 +25,7 @@ from service.errors import error_response, is_v2_request, v2_error_response
 #: Blueprints open to anyone: liveness/readiness, metrics, the OpenAPI document and its page.
 OPEN_BLUEPRINTS = frozenset({"health", "metrics", "docs"})
 #: Single open routes: the demo page and its files, and the protocol's health checks.
-OPEN_ENDPOINTS = frozenset({"static", "demo.page", "v2.server_live", "v2.server_ready",
-                            "v2.model_ready"})
+OPEN_ENDPOINTS = frozenset({"static", "demo.page", "v2.server_live", "v2.server_ready", "v2.model_ready"})
 #: Blueprints that always need the token: they change what the server does.
 ADMIN_BLUEPRINTS = frozenset({"admin"})
 REALM = "digits-serving"
@@ -58,8 +57,9 @@ def _require(token: str) -> Callable[[], Response | None]:
             return None
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
-            return _refused(401, "this endpoint needs a bearer token: send the header "
-                                 "'Authorization: Bearer <token>'")
+            return _refused(
+                401, "this endpoint needs a bearer token: send the header 'Authorization: Bearer <token>'"
+            )
         if not hmac.compare_digest(_digest(credentials.strip()), expected):
             return _refused(401, "the bearer token is not valid", invalid=True)
         return None

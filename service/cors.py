@@ -19,8 +19,7 @@ from collections.abc import Callable, Iterable
 from flask import Flask, Response, request
 
 #: Request headers a page may send: the token, JSON bodies, request ids, binary tensors.
-ALLOW_HEADERS = ("Authorization, Content-Type, Content-Encoding, X-Request-ID, "
-                 "Inference-Header-Content-Length")
+ALLOW_HEADERS = "Authorization, Content-Type, Content-Encoding, X-Request-ID, Inference-Header-Content-Length"
 #: Response headers a page may read beyond the simple ones.
 EXPOSE_HEADERS = "X-Request-ID, Inference-Header-Content-Length, WWW-Authenticate, Allow"
 #: Seconds a browser may cache a preflight's answer.

@@ -36,14 +36,21 @@ CONTENT_SECURITY_POLICY = (
 class PreprocessResponseSchema(Schema):
     model = fields.String(required=True)
     version = fields.String(required=True, metadata={"description": "Hash of the model file."})
-    shape = fields.List(fields.Integer(), required=True, metadata={
-        "description": "The shape of each input: the model's image grid (28x28 for MNIST), "
-                       "else its input shape.",
-    })
-    inputs = PixelBatch(required=True, metadata={
-        "description": "Per request input, what the network is given: numbers in [0, 1], white "
-                       "ink on black, in the form predict's 'inputs' accepts.",
-    })
+    shape = fields.List(
+        fields.Integer(),
+        required=True,
+        metadata={
+            "description": "The shape of each input: the model's image grid (28x28 for MNIST), "
+            "else its input shape.",
+        },
+    )
+    inputs = PixelBatch(
+        required=True,
+        metadata={
+            "description": "Per request input, what the network is given: numbers in [0, 1], white "
+            "ink on black, in the form predict's 'inputs' accepts.",
+        },
+    )
 
 
 @demo.get("/")
@@ -69,9 +76,11 @@ def preprocess(name: str | None = None) -> Response:
     model = endpoint.model
     shape = model.image_size or model.input_shape
     x = data["x"]
-    return json_response({
-        "model": model.name,
-        "version": model.version,
-        "shape": list(shape),
-        "inputs": x.reshape(len(x), *shape).tolist(),
-    })
+    return json_response(
+        {
+            "model": model.name,
+            "version": model.version,
+            "shape": list(shape),
+            "inputs": x.reshape(len(x), *shape).tolist(),
+        }
+    )

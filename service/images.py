@@ -56,8 +56,14 @@ class InvalidImage(ValueError):
     """The bytes are not a decodable image of an accepted format."""
 
 
-def load_image(data: bytes, size: tuple[int, int], style: str = "mnist", *,
-               preprocess: bool = True, max_pixels: int = 4096 * 4096) -> NDArray[np.float32]:
+def load_image(
+    data: bytes,
+    size: tuple[int, int],
+    style: str = "mnist",
+    *,
+    preprocess: bool = True,
+    max_pixels: int = 4096 * 4096,
+) -> NDArray[np.float32]:
     """Image file bytes -> (H, W) float32 in [0, 1], white ink on black, ``size`` = (H, W)."""
     image = decode(data, max_pixels, draft_side=WORKING_SCALE * max(size))
     gray = grayscale(image, max_side=WORKING_SCALE * max(size))
@@ -131,8 +137,9 @@ def _resampling(scale: float) -> Image.Resampling:
     return Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
 
 
-def mnist_like(gray: NDArray[np.float32], size: tuple[int, int], box_fraction: float,
-               centre_of_mass: bool) -> NDArray[np.float32]:
+def mnist_like(
+    gray: NDArray[np.float32], size: tuple[int, int], box_fraction: float, centre_of_mass: bool
+) -> NDArray[np.float32]:
     """One digit (or item) on any background -> white on black, cropped, fitted and centred."""
     border = np.concatenate((gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]))
     border.sort()
@@ -151,7 +158,7 @@ def mnist_like(gray: NDArray[np.float32], size: tuple[int, int], box_fraction: f
     ink = gray > INK_FRACTION * peak
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
-    crop = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    crop = gray[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
     height, width = crop.shape
     scale = box_fraction * min(size) / max(height, width)
@@ -159,8 +166,9 @@ def mnist_like(gray: NDArray[np.float32], size: tuple[int, int], box_fraction: f
     if (new_h, new_w) == crop.shape:  # already the right size (an MNIST-like upload)
         fitted = crop * np.float32(1 / peak)  # contrast stretch to 1
     else:
-        fitted = np.array(Image.fromarray(np.ascontiguousarray(crop)).resize(
-            (new_w, new_h), _resampling(scale)))
+        fitted = np.array(
+            Image.fromarray(np.ascontiguousarray(crop)).resize((new_w, new_h), _resampling(scale))
+        )
         fitted *= np.float32(1 / max(float(fitted.max()), 1e-6))
 
     if centre_of_mass:
@@ -176,5 +184,5 @@ def mnist_like(gray: NDArray[np.float32], size: tuple[int, int], box_fraction: f
         top, left = (size[0] - new_h) // 2, (size[1] - new_w) // 2
     top = min(max(top, 0), size[0] - new_h)
     left = min(max(left, 0), size[1] - new_w)
-    field[top:top + new_h, left:left + new_w] = fitted
+    field[top : top + new_h, left : left + new_w] = fitted
     return field

@@ -83,8 +83,12 @@ def read_body(request: Request) -> bytes:
     """
     body = request.get_data(cache=False)
     limit = request.max_content_length
-    if (limit is not None and len(body) >= limit and request.content_length is None
-            and request.environ["wsgi.input"].read(1)):
+    if (
+        limit is not None
+        and len(body) >= limit
+        and request.content_length is None
+        and request.environ["wsgi.input"].read(1)
+    ):
         raise RequestEntityTooLarge(f"the body is over the limit of {limit} bytes")
     return body
 

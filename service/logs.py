@@ -24,7 +24,10 @@ from service.metrics import MODEL, REQUEST_ID
 
 #: Attributes every LogRecord has; anything else on a record came from ``extra=`` and is logged.
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "taskName"}
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 def _now(created: float) -> str:

@@ -61,20 +61,25 @@ NO_MODEL = ""
 #: Seconds between a worker's flushes of its pending numbers into the shared metrics.
 FLUSH_SECONDS = 1.0
 
-REQUESTS = Counter("digits_http_requests", "HTTP requests answered, by route, model and status",
-                   ("endpoint", "model", "status"))
-LATENCY = Histogram("digits_http_request_duration_seconds",
-                    "Time from the request's arrival in the app to its response, by route and model",
-                    ("endpoint", "model"), buckets=LATENCY_BUCKETS)
-IN_FLIGHT = Gauge("digits_http_requests_in_flight", "Requests being handled now",
-                  multiprocess_mode="livesum")
-PREDICTIONS = Counter("digits_predictions", "Predicted labels, by model and class",
-                      ("model", "class_name"))
-MODEL_LOADS = Counter("digits_model_loads", "Model files loaded and validated, by model",
-                      ("model",))
-MODEL_LOAD_FAILURES = Counter("digits_model_load_failures",
-                              "Model files that failed validation (and did not replace a serving "
-                              "model), by model", ("model",))
+REQUESTS = Counter(
+    "digits_http_requests",
+    "HTTP requests answered, by route, model and status",
+    ("endpoint", "model", "status"),
+)
+LATENCY = Histogram(
+    "digits_http_request_duration_seconds",
+    "Time from the request's arrival in the app to its response, by route and model",
+    ("endpoint", "model"),
+    buckets=LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge("digits_http_requests_in_flight", "Requests being handled now", multiprocess_mode="livesum")
+PREDICTIONS = Counter("digits_predictions", "Predicted labels, by model and class", ("model", "class_name"))
+MODEL_LOADS = Counter("digits_model_loads", "Model files loaded and validated, by model", ("model",))
+MODEL_LOAD_FAILURES = Counter(
+    "digits_model_load_failures",
+    "Model files that failed validation (and did not replace a serving model), by model",
+    ("model",),
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -133,6 +138,7 @@ def flush() -> None:
 
 def start_flushing(interval: float = FLUSH_SECONDS) -> None:
     """Flush every ``interval`` seconds from a daemon thread (gunicorn's ``post_worker_init``)."""
+
     def run() -> None:
         while not stop.wait(interval):
             flush()
@@ -143,8 +149,13 @@ def start_flushing(interval: float = FLUSH_SECONDS) -> None:
 
 def request_id_from(value: str | None) -> str:
     """The client's id if it is a sane token, else a fresh one."""
-    if (value and len(value) <= MAX_REQUEST_ID_LENGTH and value.isascii() and value.isprintable()
-            and " " not in value):
+    if (
+        value
+        and len(value) <= MAX_REQUEST_ID_LENGTH
+        and value.isascii()
+        and value.isprintable()
+        and " " not in value
+    ):
         return value
     return f"{random.getrandbits(128):032x}"
 
@@ -159,8 +170,7 @@ class RequestBookkeeping:
     def __init__(self, app: WSGIApplication) -> None:
         self.app = app
 
-    def __call__(self, environ: WSGIEnvironment,
-                 start_response: StartResponse) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request_id = environ[REQUEST_ID] = request_id_from(environ.get("HTTP_X_REQUEST_ID"))
         started = time.perf_counter()
 
@@ -171,8 +181,10 @@ class RequestBookkeeping:
             except RuntimeError:  # no request context: not through Flask's dispatch
                 rule = None
             model = environ.get(MODEL)
-            labels = (rule.rule if rule is not None else UNMATCHED,
-                      model.name if model is not None else NO_MODEL)
+            labels = (
+                rule.rule if rule is not None else UNMATCHED,
+                model.name if model is not None else NO_MODEL,
+            )
             seconds = time.perf_counter() - started
             key = (*labels, status[:3])
             with pending.lock:
@@ -199,8 +211,11 @@ def count_predictions(model_name: str, class_names: Sequence[str], labels: NDArr
     if len(labels) == 1:
         counts = {class_names[int(labels[0])]: 1}
     else:
-        counts = {class_names[label]: count for label, count in
-                  enumerate(np.bincount(labels, minlength=len(class_names)).tolist()) if count}
+        counts = {
+            class_names[label]: count
+            for label, count in enumerate(np.bincount(labels, minlength=len(class_names)).tolist())
+            if count
+        }
     with _pending.lock:
         predictions = _pending.predictions  # (read under the lock: flush swaps it)
         for class_name, count in counts.items():

@@ -86,12 +86,14 @@ class Registry:
 
     def __post_init__(self) -> None:
         if not self.all_versions:
-            object.__setattr__(self, "all_versions",
-                               {name: {m.version: m} for name, m in self.models.items()})
+            object.__setattr__(
+                self, "all_versions", {name: {m.version: m} for name, m in self.models.items()}
+            )
 
     @classmethod
-    def from_versions(cls, versions: Mapping[str, Mapping[str, Model]], default_name: str,
-                      model_dir: Path) -> Registry:
+    def from_versions(
+        cls, versions: Mapping[str, Mapping[str, Model]], default_name: str, model_dir: Path
+    ) -> Registry:
         """The registry of ``versions`` (name -> version -> model, oldest first); the newest of
         each name serves by default. ``ModelLoadError`` if the default model has no version."""
         versions = {name: dict(v) for name, v in sorted(versions.items()) if v}
@@ -117,8 +119,9 @@ class Registry:
         try:
             return versions[version]
         except KeyError:
-            raise VersionNotFound(f"model {name!r} has no version {version!r}",
-                                  {"available": list(versions)}) from None
+            raise VersionNotFound(
+                f"model {name!r} has no version {version!r}", {"available": list(versions)}
+            ) from None
 
     def versions(self, name: str) -> list[str]:
         """The versions of ``name`` that are loaded and ready, oldest first (the last serves
@@ -157,13 +160,13 @@ def find_model_files(model_dir: str | Path) -> list[ModelSource]:
             continue
         if entry.name.startswith(".") or not entry.is_dir():
             continue
-        versions = sorted((int(d.name), d) for d in entry.iterdir()
-                          if _is_version(d.name) and (d / VERSION_FILE).is_file())
+        versions = sorted(
+            (int(d.name), d) for d in entry.iterdir() if _is_version(d.name) and (d / VERSION_FILE).is_file()
+        )
         if not versions:
             continue
         if (model_dir / (entry.name + MODEL_SUFFIX)).exists():
-            raise ModelLoadError(f"{entry} and {entry}{MODEL_SUFFIX}: one model in two layouts; "
-                                 "keep one")
+            raise ModelLoadError(f"{entry} and {entry}{MODEL_SUFFIX}: one model in two layouts; keep one")
         sources.extend(ModelSource(entry.name, d.name, d / VERSION_FILE) for _, d in versions)
     return sources
 
@@ -174,8 +177,9 @@ def load_source(source: ModelSource) -> Model:
     return _build_model(source.name, source.version or model_file.version, model_file)
 
 
-def load_registry(model_dir: str | Path, default_model: str, *,
-                  on_failure: FailureHandler | None = None) -> Registry:
+def load_registry(
+    model_dir: str | Path, default_model: str, *, on_failure: FailureHandler | None = None
+) -> Registry:
     """Load every model under ``model_dir``; the default model must be among them.
 
     Any invalid file raises ``ModelLoadError``, unless ``on_failure`` is given (gunicorn's
@@ -236,9 +240,18 @@ def _build_model(name: str, version: str, model_file: ModelFile) -> Model:
         "created_at": meta.get("created_at"),
         "metadata": meta,
     }
-    return Model(name=name, version=version, file=model_file, net=net, input_shape=input_shape,
-                 input_size=net.input_size, class_names=class_names, image_size=image_size,
-                 image_style=image_style, info=info)
+    return Model(
+        name=name,
+        version=version,
+        file=model_file,
+        net=net,
+        input_shape=input_shape,
+        input_size=net.input_size,
+        class_names=class_names,
+        image_size=image_size,
+        image_style=image_style,
+        info=info,
+    )
 
 
 def _image_size(input_shape: tuple[int, ...]) -> tuple[int, int] | None:

@@ -101,9 +101,16 @@ class ModelWatcher:
         """Log and count a file that failed validation, once per version of the file."""
         self._failed[source.path] = _signature(source.path)
         count_model_load(source.name, ok=False)
-        log.error("model file failed validation; not serving it", extra={
-            "event": "model_load_failed", "model": source.name, "version": source.version,
-            "path": str(source.path), "error": exc.problem})
+        log.error(
+            "model file failed validation; not serving it",
+            extra={
+                "event": "model_load_failed",
+                "model": source.name,
+                "version": source.version,
+                "path": str(source.path),
+                "error": exc.problem,
+            },
+        )
 
     def reload(self) -> dict[str, Any]:
         """Check ``MODEL_DIR`` now; swap in the new state if anything changed. The report says
@@ -115,12 +122,17 @@ class ModelWatcher:
                 sources = find_model_files(self.settings.model_dir)
             except ModelLoadError as exc:  # the directory is gone, or a name is in two layouts
                 if self._once(f"dir:{exc}"):
-                    log.error("model directory unusable; serving what is loaded", extra={
-                        "event": "model_dir_failed", "error": str(exc)})
+                    log.error(
+                        "model directory unusable; serving what is loaded",
+                        extra={"event": "model_dir_failed", "error": str(exc)},
+                    )
                 report["failed"].append({"error": str(exc)})
                 return self._finish(report, state)
-            known = {model.file.path: model for by_version in state.registry.all_versions.values()
-                     for model in by_version.values()}
+            known = {
+                model.file.path: model
+                for by_version in state.registry.all_versions.values()
+                for model in by_version.values()
+            }
             versions: dict[str, dict[str, Model]] = {}
             loaded: dict[Path, Signature | None] = {}
             for source in sources:
@@ -131,15 +143,21 @@ class ModelWatcher:
             default = state.registry.default_name
             # a file is valid on disk if what loaded from it is what is there now
             self.default_on_disk = any(
-                source.name == default and loaded.get(source.path) is not None
-                and loaded[source.path] == _signature(source.path) for source in sources)
+                source.name == default
+                and loaded.get(source.path) is not None
+                and loaded[source.path] == _signature(source.path)
+                for source in sources
+            )
             if default not in versions:  # never stop serving the default model
                 versions[default] = dict(state.registry.all_versions[default])
-                loaded.update((m.file.path, self._loaded.get(m.file.path))
-                              for m in versions[default].values())
+                loaded.update(
+                    (m.file.path, self._loaded.get(m.file.path)) for m in versions[default].values()
+                )
                 if self._once("default"):
-                    log.error("default model has no valid file; the loaded one keeps serving",
-                              extra={"event": "default_model_kept", "model": default})
+                    log.error(
+                        "default model has no valid file; the loaded one keeps serving",
+                        extra={"event": "default_model_kept", "model": default},
+                    )
             else:
                 self._trouble.discard("default")
             self._trouble = {t for t in self._trouble if not t.startswith("dir:")}
@@ -155,17 +173,23 @@ class ModelWatcher:
             openapi = state.openapi
             if sorted(registry.models) != sorted(state.registry.models):
                 openapi = orjson.dumps(build_openapi(registry))
-            new_state = dataclasses.replace(state, registry=registry, endpoints=endpoints,
-                                            versions=by_version, openapi=openapi)
+            new_state = dataclasses.replace(
+                state, registry=registry, endpoints=endpoints, versions=by_version, openapi=openapi
+            )
             self.app.extensions[EXTENSION] = new_state  # the swap: one reference assignment
             report["changed"] = True
-            log.info("models reloaded", extra={
-                "event": "models_reloaded",
-                "serving": {name: m.version for name, m in registry.models.items()}})
+            log.info(
+                "models reloaded",
+                extra={
+                    "event": "models_reloaded",
+                    "serving": {name: m.version for name, m in registry.models.items()},
+                },
+            )
             return self._finish(report, new_state)
 
-    def _load(self, source: ModelSource, serving: Model | None,
-              report: dict[str, Any]) -> tuple[Model | None, Signature | None]:
+    def _load(
+        self, source: ModelSource, serving: Model | None, report: dict[str, Any]
+    ) -> tuple[Model | None, Signature | None]:
         """The model for ``source`` and the file signature it was read at: the serving one if
         its file is unchanged or the new file is invalid; the new one if it validates; None if
         the file never validated."""
@@ -181,14 +205,20 @@ class ModelWatcher:
             model = load_source(source)
         except ModelFormatError as exc:
             self.note_failure(source, exc)
-            report["failed"].append({"model": source.name, "version": source.version,
-                                     "error": str(exc)})
+            report["failed"].append({"model": source.name, "version": source.version, "error": str(exc)})
             return kept
         self._failed.pop(source.path, None)
         count_model_load(source.name)
         report["loaded"].append({"model": model.name, "version": model.version})
-        log.info("model loaded", extra={"event": "model_loaded", "model": model.name,
-                                        "version": model.version, "path": str(source.path)})
+        log.info(
+            "model loaded",
+            extra={
+                "event": "model_loaded",
+                "model": model.name,
+                "version": model.version,
+                "path": str(source.path),
+            },
+        )
         return model, signature
 
     def _once(self, trouble: str) -> bool:
@@ -201,13 +231,15 @@ class ModelWatcher:
     def _same(registry: Registry, versions: dict[str, dict[str, Model]]) -> bool:
         old = registry.all_versions
         return old.keys() == versions.keys() and all(
-            list(old[name].items()) == list(versions[name].items()) for name in versions)
+            list(old[name].items()) == list(versions[name].items()) for name in versions
+        )
 
     @staticmethod
     def _finish(report: dict[str, Any], state: ServiceState) -> dict[str, Any]:
-        report["serving"] = {name: {"version": model.version,
-                                    "versions": state.registry.versions(name)}
-                             for name, model in state.registry.models.items()}
+        report["serving"] = {
+            name: {"version": model.version, "versions": state.registry.versions(name)}
+            for name, model in state.registry.models.items()
+        }
         report["pid"] = os.getpid()
         return report
 
@@ -215,8 +247,7 @@ class ModelWatcher:
         """Poll every ``interval`` seconds in a daemon thread (call after forking)."""
         if self._thread is not None and self._thread.is_alive():
             return
-        self._thread = threading.Thread(target=self._poll, args=(interval,), daemon=True,
-                                        name="model-poller")
+        self._thread = threading.Thread(target=self._poll, args=(interval,), daemon=True, name="model-poller")
         self._thread.start()
 
     def _poll(self, interval: float) -> None:
@@ -251,8 +282,12 @@ def reload_models() -> Response:
     report = model_watcher.reload()
     master = model_watcher.master_pid
     report["workers_restarting"] = False
-    if (model_watcher.settings.model_poll_seconds <= 0 and master is not None and report["changed"]
-            and model_watcher.default_on_disk):
+    if (
+        model_watcher.settings.model_poll_seconds <= 0
+        and master is not None
+        and report["changed"]
+        and model_watcher.default_on_disk
+    ):
         # no polling: restart every worker on the new files. Not while the default model has
         # no valid file: a new worker could not serve it, and gunicorn would stop.
         os.kill(master, signal.SIGHUP)

@@ -98,8 +98,9 @@ class PixelBatch(fields.Field):
         "range": "Values must be in [0, {top:g}]{hint}.",
     }
 
-    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
-                     **kwargs: Any) -> NDArray[np.float32]:
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> NDArray[np.float32]:
         spec = _spec(self)
         if isinstance(value, JsonArray):
             if not len(value):
@@ -114,10 +115,12 @@ class PixelBatch(fields.Field):
         if arr is None:
             arr = self._from_list(value, spec)
         shape = arr.shape[1:]
-        if (arr.ndim < 2 or not arr.size
-                or (spec.accepted_shapes and shape not in spec.accepted_shapes)):
-            raise self.make_error("shape", accepted=spec.accepted_text, got=_shape_text(shape)
-                                  if shape else "single numbers, not inputs")
+        if arr.ndim < 2 or not arr.size or (spec.accepted_shapes and shape not in spec.accepted_shapes):
+            raise self.make_error(
+                "shape",
+                accepted=spec.accepted_text,
+                got=_shape_text(shape) if shape else "single numbers, not inputs",
+            )
         with np.errstate(over="ignore"):  # beyond float32 becomes inf: refused as not finite
             x = arr.reshape(len(arr), -1).astype(np.float32, copy=False)
         # pixel_range is read raw here; its own field reports a value that is not allowed
@@ -163,9 +166,12 @@ class PixelBatch(fields.Field):
             return None
         if isinstance(first[0], array):  # inputs as grids of rows
             height, width = len(first), len(first[0])
-            if any(not isinstance(row, array) or len(row) != height
-                   or any(not isinstance(line, array) or len(line) != width for line in row)
-                   for row in rows):
+            if any(
+                not isinstance(row, array)
+                or len(row) != height
+                or any(not isinstance(line, array) or len(line) != width for line in row)
+                for row in rows
+            ):
                 return None
             shape: tuple[int, ...] = (height, width)
             brackets = 1 + len(rows) * (1 + height)
@@ -206,8 +212,9 @@ class Labels(fields.Field):
         "one_hot": "One-hot rows must have {c} columns of 0 and 1 with exactly one 1.",
     }
 
-    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
-                     **kwargs: Any) -> NDArray:
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> NDArray:
         if isinstance(value, str):
             value = self._parse_text(value)
         if not isinstance(value, list):
@@ -226,8 +233,11 @@ class Labels(fields.Field):
         if t.ndim == 1:
             if t.min() < 0 or (num_classes is not None and t.max() >= num_classes):
                 raise self.make_error("range", top=(num_classes or 1) - 1)
-        elif ((num_classes is not None and t.shape[1] != num_classes)
-              or not np.isin(t, (0, 1)).all() or not (t.sum(axis=1) == 1).all()):
+        elif (
+            (num_classes is not None and t.shape[1] != num_classes)
+            or not np.isin(t, (0, 1)).all()
+            or not (t.sum(axis=1) == 1).all()
+        ):
             raise self.make_error("one_hot", c=num_classes or t.shape[1])
         return t
 
@@ -250,8 +260,9 @@ class ImageData(fields.Field):
         "empty": "The image is empty.",
     }
 
-    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
-                     **kwargs: Any) -> bytes:
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> bytes:
         if isinstance(value, str):
             if value.startswith("data:"):  # data:image/png;base64,... from a browser canvas
                 value = value.partition(",")[2]
@@ -270,21 +281,32 @@ class ImageData(fields.Field):
 class PredictRequestSchema(Schema):
     """Inputs for inference: exactly one of ``inputs`` (numbers) or ``images`` (files)."""
 
-    inputs = PixelBatch(metadata={
-        "description": "A batch of inputs: each a flat list of the model's input size (784 for "
-                       "MNIST) or nested rows of its image shape (28x28). Numbers in [0, 1], or "
-                       "[0, 255] with pixel_range '0-255'. White ink on black, as in MNIST.",
-    })
-    images = fields.List(ImageData(), metadata={
-        "description": "Image files (PNG, JPEG, GIF, BMP, WebP), base64-encoded or as data URLs.",
-    })
-    pixel_range = fields.String(validate=validate.OneOf(list(PIXEL_RANGES)), metadata={
-        "description": "What the numbers in inputs run over: '0-1' (default) or '0-255'.",
-    })
-    preprocess = fields.Boolean(load_default=True, metadata={
-        "description": "Images only: apply MNIST-style preprocessing (invert light backgrounds, "
-                       "crop, fit 20x20, centre by mass). false: just grayscale and resize.",
-    })
+    inputs = PixelBatch(
+        metadata={
+            "description": "A batch of inputs: each a flat list of the model's input size (784 for "
+            "MNIST) or nested rows of its image shape (28x28). Numbers in [0, 1], or "
+            "[0, 255] with pixel_range '0-255'. White ink on black, as in MNIST.",
+        }
+    )
+    images = fields.List(
+        ImageData(),
+        metadata={
+            "description": "Image files (PNG, JPEG, GIF, BMP, WebP), base64-encoded or as data URLs.",
+        },
+    )
+    pixel_range = fields.String(
+        validate=validate.OneOf(list(PIXEL_RANGES)),
+        metadata={
+            "description": "What the numbers in inputs run over: '0-1' (default) or '0-255'.",
+        },
+    )
+    preprocess = fields.Boolean(
+        load_default=True,
+        metadata={
+            "description": "Images only: apply MNIST-style preprocessing (invert light backgrounds, "
+            "crop, fit 20x20, centre by mass). false: just grayscale and resize.",
+        },
+    )
 
     def __init__(self, *args: Any, spec: InputSpec | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -295,20 +317,19 @@ class PredictRequestSchema(Schema):
         """Exactly one source of inputs, within the limits; as many labels as inputs."""
         has_inputs, has_images = "inputs" in data, "images" in data
         if has_inputs == has_images:
-            raise ValidationError("Send exactly one of 'inputs' (numbers) or 'images' (files).",
-                                  "_schema")
+            raise ValidationError("Send exactly one of 'inputs' (numbers) or 'images' (files).", "_schema")
         if has_inputs:
             n = len(data["inputs"])
         else:
             if "pixel_range" in data:
-                raise ValidationError("pixel_range applies to inputs, not images.",
-                                      "pixel_range")
+                raise ValidationError("pixel_range applies to inputs, not images.", "pixel_range")
             n = len(data["images"])
             if n == 0:
                 raise ValidationError("Must hold at least one image.", "images")
             if n > self.spec.max_batch_size:
                 raise ValidationError(
-                    f"At most {self.spec.max_batch_size} images per request, got {n}.", "images")
+                    f"At most {self.spec.max_batch_size} images per request, got {n}.", "images"
+                )
             if self.spec.image_size is None:
                 raise ValidationError("This model's inputs are not images.", "images")
         if "labels" in data and len(data["labels"]) != n:
@@ -331,9 +352,13 @@ class PredictRequestSchema(Schema):
         batch = np.empty((len(files), *spec.image_size), dtype=np.float32)
         for i, data in enumerate(files):
             try:
-                batch[i] = images.load_image(data, spec.image_size, spec.image_style,
-                                             preprocess=preprocess,
-                                             max_pixels=spec.max_image_pixels)
+                batch[i] = images.load_image(
+                    data,
+                    spec.image_size,
+                    spec.image_style,
+                    preprocess=preprocess,
+                    max_pixels=spec.max_image_pixels,
+                )
             except images.InvalidImage as exc:
                 raise ValidationError({"images": {i: [str(exc)]}}) from None
             except ImageTooLarge as exc:
@@ -343,27 +368,37 @@ class PredictRequestSchema(Schema):
 
 
 class LossRequestSchema(PredictRequestSchema):
-    labels = Labels(required=True, metadata={
-        "description": "One label per input: integer classes or one-hot rows. In a form or "
-                       "query string: '3,1,4' or a JSON array.",
-    })
-    loss = fields.String(load_default="cross_entropy", validate=validate.OneOf(LOSSES),
-                         metadata={"description": "The loss function: " + ", ".join(LOSSES)})
+    labels = Labels(
+        required=True,
+        metadata={
+            "description": "One label per input: integer classes or one-hot rows. In a form or "
+            "query string: '3,1,4' or a JSON array.",
+        },
+    )
+    loss = fields.String(
+        load_default="cross_entropy",
+        validate=validate.OneOf(LOSSES),
+        metadata={"description": "The loss function: " + ", ".join(LOSSES)},
+    )
 
 
 class AccuracyRequestSchema(PredictRequestSchema):
-    labels = Labels(required=True, metadata={
-        "description": "One label per input: integer classes or one-hot rows. In a form or "
-                       "query string: '3,1,4' or a JSON array.",
-    })
+    labels = Labels(
+        required=True,
+        metadata={
+            "description": "One label per input: integer classes or one-hot rows. In a form or "
+            "query string: '3,1,4' or a JSON array.",
+        },
+    )
 
 
 # --- responses (built as dicts on the hot path; these document and test them) ------------
 class PredictionSchema(Schema):
     label = fields.Integer(required=True, metadata={"description": "Index of the likeliest class."})
     class_name = fields.String(required=True)
-    probabilities = fields.List(fields.Float(), required=True,
-                                metadata={"description": "One per class, summing to 1."})
+    probabilities = fields.List(
+        fields.Float(), required=True, metadata={"description": "One per class, summing to 1."}
+    )
 
 
 class PredictResponseSchema(Schema):
@@ -390,10 +425,14 @@ class AccuracyResponseSchema(Schema):
 
 class ModelInfoSchema(Schema):
     name = fields.String(required=True)
-    version = fields.String(required=True, metadata={
-        "description": "A version directory's number, or a flat NAME.npz's hash id."})
-    versions = fields.List(fields.String(), required=True, metadata={
-        "description": "The model's ready versions, oldest first; the last serves by default."})
+    version = fields.String(
+        required=True, metadata={"description": "A version directory's number, or a flat NAME.npz's hash id."}
+    )
+    versions = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "The model's ready versions, oldest first; the last serves by default."},
+    )
     sha256 = fields.String(required=True, metadata={"description": "SHA-256 of the weights file."})
     input_shape = fields.List(fields.Integer(), required=True)
     input_size = fields.Integer(required=True)
@@ -442,5 +481,6 @@ class RequestSchemas:
 
     @classmethod
     def for_spec(cls, spec: InputSpec) -> RequestSchemas:
-        return cls(PredictRequestSchema(spec=spec), LossRequestSchema(spec=spec),
-                   AccuracyRequestSchema(spec=spec))
+        return cls(
+            PredictRequestSchema(spec=spec), LossRequestSchema(spec=spec), AccuracyRequestSchema(spec=spec)
+        )

@@ -90,14 +90,22 @@ class Settings:
             raise SettingsError(f"DEFAULT_MODEL must be a model name, got {self.default_model!r}")
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"PORT must be in [0, 65535], got {self.port}")
-        for name in ("workers", "threads", "timeout", "graceful_timeout", "max_batch_size",
-                     "max_request_bytes", "max_image_pixels"):
+        for name in (
+            "workers",
+            "threads",
+            "timeout",
+            "graceful_timeout",
+            "max_batch_size",
+            "max_request_bytes",
+            "max_image_pixels",
+        ):
             value = getattr(self, name)
             if value < 1:
                 raise SettingsError(f"{ENV_NAMES[name]} must be a positive integer, got {value}")
         if not 0 <= self.model_poll_seconds < float("inf"):
-            raise SettingsError(f"MODEL_POLL_SECONDS must be a number >= 0 (0: off), "
-                                f"got {self.model_poll_seconds}")
+            raise SettingsError(
+                f"MODEL_POLL_SECONDS must be a number >= 0 (0: off), got {self.model_poll_seconds}"
+            )
         if self.auth_token_file is not None:
             object.__setattr__(self, "auth_token_file", Path(self.auth_token_file))
         object.__setattr__(self, "cors_origins", tuple(map(_origin, self.cors_origins)))
@@ -114,8 +122,9 @@ class Settings:
             try:
                 token = self.auth_token_file.read_bytes().decode("latin-1").strip()
             except OSError as exc:
-                raise SettingsError(f"{name} {self.auth_token_file}: cannot read it "
-                                    f"({exc.strerror})") from None
+                raise SettingsError(
+                    f"{name} {self.auth_token_file}: cannot read it ({exc.strerror})"
+                ) from None
         elif self.auth_token is not None:
             name, token = "AUTH_TOKEN", self.auth_token
         else:
@@ -123,8 +132,9 @@ class Settings:
         if not token:
             raise SettingsError(f"{name} is empty: set a token, or unset it to leave the API open")
         if not _TOKEN.fullmatch(token):
-            raise SettingsError(f"{name} must be printable ASCII without spaces, e.g. the output "
-                                "of `openssl rand -hex 32`")
+            raise SettingsError(
+                f"{name} must be printable ASCII without spaces, e.g. the output of `openssl rand -hex 32`"
+            )
         return token
 
     @classmethod
@@ -156,8 +166,10 @@ class Settings:
 def _origin(value: str) -> str:
     origin = value.strip().lower()
     if origin != "*" and not _ORIGIN.fullmatch(origin):
-        raise SettingsError(f"CORS_ORIGINS: {value.strip()!r} is not an origin such as "
-                            "https://app.example.com (scheme, host, port; no path) or *")
+        raise SettingsError(
+            f"CORS_ORIGINS: {value.strip()!r} is not an origin such as "
+            "https://app.example.com (scheme, host, port; no path) or *"
+        )
     return origin
 
 

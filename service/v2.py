@@ -67,18 +67,44 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_MIMETYPE = "application/octet-stream"
 
 #: Every datatype the protocol defines; the input takes the floating and integer ones.
-DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-             "FP16", "FP32", "FP64", "BF16", "BYTES")
+DATATYPES = (
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BF16",
+    "BYTES",
+)
 #: Floating datatypes: values in [0, 1], as the models were trained.
 FLOAT_DTYPES: dict[str, np.dtype[Any]] = {
-    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
 #: Integer datatypes: pixel values 0-255, divided by 255 (exactly what training did).
-INTEGER_DTYPES: dict[str, np.dtype[Any]] = {name: np.dtype(f"<{kind}{size}") for name, kind, size in (
-    ("UINT8", "u", 1), ("UINT16", "u", 2), ("UINT32", "u", 4), ("UINT64", "u", 8),
-    ("INT8", "i", 1), ("INT16", "i", 2), ("INT32", "i", 4), ("INT64", "i", 8))}
+INTEGER_DTYPES: dict[str, np.dtype[Any]] = {
+    name: np.dtype(f"<{kind}{size}")
+    for name, kind, size in (
+        ("UINT8", "u", 1),
+        ("UINT16", "u", 2),
+        ("UINT32", "u", 4),
+        ("UINT64", "u", 8),
+        ("INT8", "i", 1),
+        ("INT16", "i", 2),
+        ("INT32", "i", 4),
+        ("INT64", "i", 8),
+    )
+}
 PIXEL_MAX = 255
-_SUPPORTED = ("FP32, FP16 or FP64 values in [0, 1], or UINT8 (or another integer type) "
-              "pixel values 0-255")
+_SUPPORTED = "FP32, FP16 or FP64 values in [0, 1], or UINT8 (or another integer type) pixel values 0-255"
 
 
 def _server_version() -> str:
@@ -101,8 +127,9 @@ class TensorData(fields.Raw):
 class Dimension(fields.Integer):
     """One entry of a shape: a non-negative integer (``true`` is not 1 here)."""
 
-    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
-                     **kwargs: Any) -> int:
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> int:
         if isinstance(value, bool):
             raise self.make_error("invalid")
         return super()._deserialize(value, attr, data, **kwargs)  # type: ignore[no-any-return]
@@ -118,26 +145,31 @@ class RequestInputSchema(Schema):
         unknown = EXCLUDE  # what other servers accept must not fail here
 
     name = fields.String(required=True, metadata={"description": f"'{INPUT_NAME}'"})
-    shape = fields.List(Dimension(strict=True, validate=validate.Range(min=0)), required=True,
-                        metadata={"description": "[N, 784] or [N, 28, 28]: the whole batch's "
-                                                 "shape."})
+    shape = fields.List(
+        Dimension(strict=True, validate=validate.Range(min=0)),
+        required=True,
+        metadata={"description": "[N, 784] or [N, 28, 28]: the whole batch's shape."},
+    )
     datatype = fields.String(required=True, validate=validate.OneOf(DATATYPES))
-    parameters = fields.Dict(keys=fields.String(), metadata={
-        "description": "binary_data_size: the tensor is that many bytes after the JSON."})
+    parameters = fields.Dict(
+        keys=fields.String(),
+        metadata={"description": "binary_data_size: the tensor is that many bytes after the JSON."},
+    )
     data = TensorData(metadata={"description": "Row-major values, flat or nested."})
 
     @validates_schema
     def _data_or_binary(self, data: dict[str, Any], **kwargs: Any) -> None:
         size = data.get("parameters", {}).get("binary_data_size")
         if size is None and "data" not in data:
-            raise ValidationError("Send 'data', or the tensor's bytes after the JSON with "
-                                  "'binary_data_size' in 'parameters'.", "data")
+            raise ValidationError(
+                "Send 'data', or the tensor's bytes after the JSON with 'binary_data_size' in 'parameters'.",
+                "data",
+            )
         if size is not None:
             if "data" in data:
                 raise ValidationError("Send either 'data' or binary_data_size, not both.", "data")
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                raise ValidationError("binary_data_size must be a non-negative integer.",
-                                      "parameters")
+                raise ValidationError("binary_data_size must be a non-negative integer.", "parameters")
 
 
 class RequestOutputSchema(Schema):
@@ -147,9 +179,13 @@ class RequestOutputSchema(Schema):
         unknown = EXCLUDE
 
     name = fields.String(required=True, validate=validate.OneOf(OUTPUT_NAMES))
-    parameters = fields.Dict(keys=fields.String(), metadata={
-        "description": "binary_data: true sends the tensor as raw bytes after the JSON; "
-                       "classification: k (probabilities only) sends the top k classes."})
+    parameters = fields.Dict(
+        keys=fields.String(),
+        metadata={
+            "description": "binary_data: true sends the tensor as raw bytes after the JSON; "
+            "classification: k (probabilities only) sends the top k classes."
+        },
+    )
 
 
 def _echoable(text: str) -> None:
@@ -168,20 +204,24 @@ class InferenceRequestSchema(Schema):
         unknown = EXCLUDE
 
     id = fields.String(validate=_echoable, metadata={"description": "Echoed in the response."})
-    parameters = fields.Dict(keys=fields.String(), metadata={
-        "description": "binary_data_output: true sends every output as raw bytes."})
-    inputs = fields.List(fields.Nested(RequestInputSchema), required=True,
-                         validate=validate.Length(min=1))
-    outputs = fields.List(fields.Nested(RequestOutputSchema), metadata={
-        "description": "Which outputs to send (default: all)."})
+    parameters = fields.Dict(
+        keys=fields.String(),
+        metadata={"description": "binary_data_output: true sends every output as raw bytes."},
+    )
+    inputs = fields.List(fields.Nested(RequestInputSchema), required=True, validate=validate.Length(min=1))
+    outputs = fields.List(
+        fields.Nested(RequestOutputSchema), metadata={"description": "Which outputs to send (default: all)."}
+    )
 
 
 class ResponseOutputSchema(Schema):
     name = fields.String(required=True, validate=validate.OneOf(OUTPUT_NAMES))
     shape = fields.List(fields.Integer(), required=True)
     datatype = fields.String(required=True, validate=validate.OneOf(("FP32", "INT64", "BYTES")))
-    parameters = fields.Dict(keys=fields.String(), metadata={
-        "description": "binary_data_size: the tensor is that many bytes after the JSON."})
+    parameters = fields.Dict(
+        keys=fields.String(),
+        metadata={"description": "binary_data_size: the tensor is that many bytes after the JSON."},
+    )
     data = TensorData(metadata={"description": "Row-major values, flat (absent when binary)."})
 
 
@@ -199,16 +239,19 @@ class MetadataTensorSchema(Schema):
     name = fields.String(required=True)
     datatype = fields.String(required=True)
     shape = fields.List(fields.Integer(), required=True, metadata={"description": "-1: any size"})
-    parameters = fields.Dict(keys=fields.String(), metadata={
-        "description": "What else the tensor takes or means (datatypes, shapes, class names)."})
+    parameters = fields.Dict(
+        keys=fields.String(),
+        metadata={"description": "What else the tensor takes or means (datatypes, shapes, class names)."},
+    )
 
 
 class ModelMetadataSchema(Schema):
     """``$metadata_model_response``."""
 
     name = fields.String(required=True)
-    versions = fields.List(fields.String(), required=True,
-                           metadata={"description": "Ready versions, oldest first."})
+    versions = fields.List(
+        fields.String(), required=True, metadata={"description": "Ready versions, oldest first."}
+    )
     platform = fields.String(required=True)
     inputs = fields.List(fields.Nested(MetadataTensorSchema), required=True)
     outputs = fields.List(fields.Nested(MetadataTensorSchema), required=True)
@@ -265,24 +308,34 @@ def model_metadata(name: str, version: str | None = None) -> Response:
     endpoint = lookup(name, version)
     model = endpoint.model
     spec = _input_spec(endpoint)
-    return _json({
-        "name": model.name,
-        "versions": versions(model.name),
-        "platform": PLATFORM,
-        "inputs": [{
-            "name": INPUT_NAME, "datatype": "FP32", "shape": [-1, model.input_size],
-            "parameters": {
-                "datatypes": [*FLOAT_DTYPES, *INTEGER_DTYPES],
-                "shapes": [[-1, *shape] for shape in spec.accepted_shapes],
-                "values": "FP16/FP32/FP64 in [0, 1]; integer types 0-255, divided by 255",
-            },
-        }],
-        "outputs": [
-            {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, model.num_classes]},
-            {"name": LABEL, "datatype": "INT64", "shape": [-1],
-             "parameters": {"class_names": list(model.class_names)}},
-        ],
-    })
+    return _json(
+        {
+            "name": model.name,
+            "versions": versions(model.name),
+            "platform": PLATFORM,
+            "inputs": [
+                {
+                    "name": INPUT_NAME,
+                    "datatype": "FP32",
+                    "shape": [-1, model.input_size],
+                    "parameters": {
+                        "datatypes": [*FLOAT_DTYPES, *INTEGER_DTYPES],
+                        "shapes": [[-1, *shape] for shape in spec.accepted_shapes],
+                        "values": "FP16/FP32/FP64 in [0, 1]; integer types 0-255, divided by 255",
+                    },
+                }
+            ],
+            "outputs": [
+                {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, model.num_classes]},
+                {
+                    "name": LABEL,
+                    "datatype": "INT64",
+                    "shape": [-1],
+                    "parameters": {"class_names": list(model.class_names)},
+                },
+            ],
+        }
+    )
 
 
 @v2.get("/models/<name>/ready")
@@ -316,8 +369,9 @@ def _body() -> bytes:
         return body
     wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding)
     if wbits is None:
-        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send the "
-                                   "body as it is, gzip or deflate")
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding!r} is not supported; send the body as it is, gzip or deflate"
+        )
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     decompressor = zlib.decompressobj(wbits)
     try:
@@ -341,8 +395,10 @@ def _split_body(body: bytes) -> tuple[bytes, memoryview]:
     except ValueError:
         length = -1
     if not 0 <= length <= len(body):
-        raise APIError(f"{HEADER_LENGTH} must be the length of the JSON at the start of the body "
-                       f"(0 to {len(body)}), got {raw_length!r}")
+        raise APIError(
+            f"{HEADER_LENGTH} must be the length of the JSON at the start of the body "
+            f"(0 to {len(body)}), got {raw_length!r}"
+        )
     view = memoryview(body)
     return bytes(view[:length]), view[length:]
 
@@ -373,8 +429,10 @@ def _member(key: str, value: Any) -> Any:
 def _input_object(item: Any) -> Any:
     if not isinstance(item, simdjson.Object):
         return _plain(item)
-    return {key: value if key == "data" and isinstance(value, simdjson.Array) else _plain(value)
-            for key, value in _items(item)}
+    return {
+        key: value if key == "data" and isinstance(value, simdjson.Array) else _plain(value)
+        for key, value in _items(item)
+    }
 
 
 def _items(obj: simdjson.Object) -> list[tuple[str, Any]]:
@@ -426,30 +484,33 @@ def _input_batch(req: dict[str, Any], spec: InputSpec, binary: memoryview) -> ND
     shape = tuple(tensor["shape"])
     if len(shape) < 2 or shape[1:] not in spec.accepted_shapes:
         accepted = " or ".join(str([-1, *s]) for s in spec.accepted_shapes)
-        raise APIError(f"input {name!r}: shape {list(shape)} does not fit the model, which takes "
-                       f"{accepted} (a batch of inputs)")
+        raise APIError(
+            f"input {name!r}: shape {list(shape)} does not fit the model, which takes "
+            f"{accepted} (a batch of inputs)"
+        )
     batch = shape[0]
     if batch < 1:
         raise APIError(f"input {name!r}: the batch is empty")
     if batch > spec.max_batch_size:
-        raise APIError(f"input {name!r}: at most {spec.max_batch_size} inputs per request, "
-                       f"got {batch}")
+        raise APIError(f"input {name!r}: at most {spec.max_batch_size} inputs per request, got {batch}")
     count = math.prod(shape)
     size = tensor.get("parameters", {}).get("binary_data_size")
     if size is not None:
         if size != count * dtype.itemsize or size != len(binary):
-            raise APIError(f"input {name!r}: {datatype} {list(shape)} is {count * dtype.itemsize}"
-                           f" bytes; binary_data_size is {size} and {len(binary)} bytes follow "
-                           "the JSON")
+            raise APIError(
+                f"input {name!r}: {datatype} {list(shape)} is {count * dtype.itemsize}"
+                f" bytes; binary_data_size is {size} and {len(binary)} bytes follow "
+                "the JSON"
+            )
         values = np.frombuffer(binary, dtype=dtype)
     else:
         if len(binary):
-            raise APIError(f"{len(binary)} bytes follow the JSON but no input has "
-                           "binary_data_size")
+            raise APIError(f"{len(binary)} bytes follow the JSON but no input has binary_data_size")
         values = _numbers(tensor["data"], name)
         if values.size != count:
-            raise APIError(f"input {name!r}: shape {list(shape)} holds {count} values, "
-                           f"data has {values.size}")
+            raise APIError(
+                f"input {name!r}: shape {list(shape)} holds {count} values, data has {values.size}"
+            )
     return _scaled(values, datatype, name).reshape(batch, -1)
 
 
@@ -469,8 +530,9 @@ def _numbers(data: Any, name: str) -> NDArray[np.float64]:
             raise APIError(f"input {name!r}: values must be finite (no NaN or infinity)") from None
         except RecursionError:
             raise InvalidJSON("the body is nested too deeply") from None
-    raise APIError(f"input {name!r}: data must be numbers (a flat or nested list), without "
-                   "strings, booleans or nulls")
+    raise APIError(
+        f"input {name!r}: data must be numbers (a flat or nested list), without strings, booleans or nulls"
+    )
 
 
 def _flatten(value: Any, out: list[Any]) -> bool:
@@ -487,17 +549,20 @@ def _scaled(values: NDArray[Any], datatype: str, name: str) -> NDArray[np.float3
     divided by 255. One ``min`` and one ``max`` on the whole array (NaN fails both)."""
     if datatype in INTEGER_DTYPES:
         if not (values.min() >= 0 and values.max() <= PIXEL_MAX) or (
-                values.dtype.kind == "f" and not (values == np.floor(values)).all()):
-            raise APIError(f"input {name!r}: {datatype} values must be whole pixel values in "
-                           f"[0, {PIXEL_MAX}]")
+            values.dtype.kind == "f" and not (values == np.floor(values)).all()
+        ):
+            raise APIError(
+                f"input {name!r}: {datatype} values must be whole pixel values in [0, {PIXEL_MAX}]"
+            )
         return values.astype(np.float32) / np.float32(PIXEL_MAX)
     with np.errstate(over="ignore"):  # beyond float32 becomes inf: refused as not finite
         x = values.astype(np.float32, copy=False)
     if not (x.min() >= 0 and x.max() <= 1):
         if not np.isfinite(x).all():
             raise APIError(f"input {name!r}: values must be finite (no NaN or infinity)")
-        raise APIError(f"input {name!r}: {datatype} values must be in [0, 1]; send 0-255 pixel "
-                       "values as UINT8")
+        raise APIError(
+            f"input {name!r}: {datatype} values must be in [0, 1]; send 0-255 pixel values as UINT8"
+        )
     return x
 
 
@@ -527,9 +592,12 @@ def _requested_outputs(req: dict[str, Any], num_classes: int) -> list[tuple[str,
 
 
 # --- the response -------------------------------------------------------------------------
-def _infer_response(endpoint: Endpoint, request_id: str | None,
-                    outputs: list[tuple[str, bool, int]],
-                    probabilities: NDArray[np.floating]) -> Response:
+def _infer_response(
+    endpoint: Endpoint,
+    request_id: str | None,
+    outputs: list[tuple[str, bool, int]],
+    probabilities: NDArray[np.floating],
+) -> Response:
     model = endpoint.model
     probabilities = probabilities.astype("<f4", copy=False)
     batch, num_classes = probabilities.shape
@@ -567,13 +635,14 @@ def _infer_response(endpoint: Endpoint, request_id: str | None,
     return response
 
 
-def _top_classes(probabilities: NDArray[np.float32], top: int,
-                 class_names: tuple[str, ...]) -> list[str]:
+def _top_classes(probabilities: NDArray[np.float32], top: int, class_names: tuple[str, ...]) -> list[str]:
     """Per input, its ``top`` likeliest classes, likeliest first, as Triton writes them."""
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top]
-    return [f"{row[i]:f}:{i}:{class_names[i]}"
-            for row, indices in zip(probabilities.tolist(), order.tolist(), strict=True)
-            for i in indices]
+    return [
+        f"{row[i]:f}:{i}:{class_names[i]}"
+        for row, indices in zip(probabilities.tolist(), order.tolist(), strict=True)
+        for i in indices
+    ]
 
 
 def _bytes_tensor(values: list[str]) -> bytes:

@@ -42,7 +42,6 @@ class Endpoint:
     model: Model
     schemas: RequestSchemas
 
-
     @classmethod
     def for_model(cls, model: Model, settings: Settings) -> Endpoint:
         spec = InputSpec(
@@ -71,22 +70,28 @@ class ServiceState:
 
     def __post_init__(self) -> None:
         if not self.versions:
-            object.__setattr__(self, "versions", {
-                name: {endpoint.model.version: endpoint} for name, endpoint in self.endpoints.items()
-            })
+            object.__setattr__(
+                self,
+                "versions",
+                {name: {endpoint.model.version: endpoint} for name, endpoint in self.endpoints.items()},
+            )
 
 
-def build_endpoints(registry: Registry, settings: Settings, previous: ServiceState | None = None,
-                    ) -> tuple[dict[str, Endpoint], dict[str, dict[str, Endpoint]]]:
+def build_endpoints(
+    registry: Registry,
+    settings: Settings,
+    previous: ServiceState | None = None,
+) -> tuple[dict[str, Endpoint], dict[str, dict[str, Endpoint]]]:
     """``endpoints`` and ``versions`` for a ``ServiceState`` of ``registry``; endpoints of
     models that ``previous`` already serves (the same ``Model`` object) are reused."""
     reuse: dict[int, Endpoint] = {}
     if previous is not None:
-        reuse = {id(e.model): e for by_version in previous.versions.values()
-                 for e in by_version.values()}
+        reuse = {id(e.model): e for by_version in previous.versions.values() for e in by_version.values()}
     versions = {
-        name: {version: reuse.get(id(model)) or Endpoint.for_model(model, settings)
-               for version, model in by_version.items()}
+        name: {
+            version: reuse.get(id(model)) or Endpoint.for_model(model, settings)
+            for version, model in by_version.items()
+        }
         for name, by_version in registry.all_versions.items()
     }
     endpoints = {name: versions[name][model.version] for name, model in registry.models.items()}
@@ -105,8 +110,9 @@ class OrjsonProvider(JSONProvider):
 
 def json_response(body: Any, status: int = 200) -> Response:
     """``body`` as JSON; numpy arrays in it are written directly, float32 in its shortest form."""
-    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status=status,
-                    mimetype=JSON_MIMETYPE)
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status=status, mimetype=JSON_MIMETYPE
+    )
 
 
 def _state() -> ServiceState:
@@ -148,11 +154,13 @@ def predict(name: str | None = None, version: str | None = None) -> Response:
     data = endpoint.schemas.predict.load(request_payload(request))
     model = endpoint.model
     probabilities = model.predict(data["x"])
-    return json_response({
-        "model": model.name,
-        "version": model.version,
-        "predictions": _predictions(model, probabilities),
-    })
+    return json_response(
+        {
+            "model": model.name,
+            "version": model.version,
+            "predictions": _predictions(model, probabilities),
+        }
+    )
 
 
 @api.post("/loss")
@@ -163,13 +171,15 @@ def loss(name: str | None = None, version: str | None = None) -> Response:
     data = endpoint.schemas.loss.load(request_payload(request))
     model = endpoint.model
     value = model.net.loss(data["x"], data["labels"], loss_name=data["loss"])
-    return json_response({
-        "model": model.name,
-        "version": model.version,
-        "loss_name": data["loss"],
-        "loss": value,
-        "count": len(data["x"]),
-    })
+    return json_response(
+        {
+            "model": model.name,
+            "version": model.version,
+            "loss_name": data["loss"],
+            "loss": value,
+            "count": len(data["x"]),
+        }
+    )
 
 
 @api.post("/accuracy")
@@ -181,13 +191,15 @@ def accuracy(name: str | None = None, version: str | None = None) -> Response:
     model = endpoint.model
     value = model.net.accuracy(data["x"], data["labels"])
     count = len(data["x"])
-    return json_response({
-        "model": model.name,
-        "version": model.version,
-        "accuracy": value,
-        "correct": round(value * count),
-        "count": count,
-    })
+    return json_response(
+        {
+            "model": model.name,
+            "version": model.version,
+            "accuracy": value,
+            "correct": round(value * count),
+            "count": count,
+        }
+    )
 
 
 def _predictions(model: Model, probabilities: NDArray[np.floating]) -> list[dict[str, Any]]:
@@ -208,11 +220,15 @@ def _predictions(model: Model, probabilities: NDArray[np.floating]) -> list[dict
 @api.get("/v1/models")
 def list_models() -> Response:
     state = _state()
-    return json_response({
-        "default_model": state.registry.default_name,
-        "models": [{**endpoint.model.info, "versions": state.registry.versions(name)}
-                   for name, endpoint in state.endpoints.items()],
-    })
+    return json_response(
+        {
+            "default_model": state.registry.default_name,
+            "models": [
+                {**endpoint.model.info, "versions": state.registry.versions(name)}
+                for name, endpoint in state.endpoints.items()
+            ],
+        }
+    )
 
 
 @api.get("/v1/models/<name>")
@@ -235,11 +251,13 @@ def healthz() -> Response:
 def readyz() -> Response:
     """Ready: the default model is loaded and validated (the app is not built otherwise)."""
     registry = _state().registry
-    return json_response({
-        "status": "ready",
-        "default_model": registry.default_name,
-        "models": sorted(registry.models),
-    })
+    return json_response(
+        {
+            "status": "ready",
+            "default_model": registry.default_name,
+            "models": sorted(registry.models),
+        }
+    )
 
 
 # --- documents ----------------------------------------------------------------------------

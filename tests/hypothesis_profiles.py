@@ -23,10 +23,12 @@ PROFILE_ENV = "HYPOTHESIS_PROFILE"
 
 def load_profiles() -> None:
     """Register ``ci`` and ``long`` and load the one ``$HYPOTHESIS_PROFILE`` names (default ci)."""
-    settings.register_profile("ci", max_examples=CI_MAX_EXAMPLES, derandomize=True,
-                              database=None, deadline=None, print_blob=True)
-    settings.register_profile("long", max_examples=LONG_FACTOR * CI_MAX_EXAMPLES, deadline=None,
-                              print_blob=True)
+    settings.register_profile(
+        "ci", max_examples=CI_MAX_EXAMPLES, derandomize=True, database=None, deadline=None, print_blob=True
+    )
+    settings.register_profile(
+        "long", max_examples=LONG_FACTOR * CI_MAX_EXAMPLES, deadline=None, print_blob=True
+    )
     settings.load_profile(os.environ.get(PROFILE_ENV, "ci"))
 
 

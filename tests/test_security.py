@@ -24,12 +24,18 @@ def test_bandit_finds_no_medium_or_high_severity_issue() -> None:
     pytest.importorskip("bandit", reason="bandit is not installed: pip install -e '.[test]'")
     result = subprocess.run(
         [sys.executable, "-m", "bandit", "-r", *PACKAGES, "-q", "-f", "json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     report = json.loads(result.stdout)
     assert not report["errors"], report["errors"]
-    serious = [f"{r['filename']}:{r['line_number']}: {r['test_id']} {r['issue_text']}"
-               for r in report["results"] if r["issue_severity"] in ("MEDIUM", "HIGH")]
+    serious = [
+        f"{r['filename']}:{r['line_number']}: {r['test_id']} {r['issue_text']}"
+        for r in report["results"]
+        if r["issue_severity"] in ("MEDIUM", "HIGH")
+    ]
     assert not serious, "\n".join(serious)
     assert report["metrics"]["_totals"]["loc"] > 1000  # it really scanned the packages
 

@@ -20,8 +20,9 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, or belongs to a different run; names the file."""
 
 
-def save_checkpoint(path: str | Path, state: TrainState, config: TrainConfig,
-                    dataset: dict[str, Any]) -> None:
+def save_checkpoint(
+    path: str | Path, state: TrainState, config: TrainConfig, dataset: dict[str, Any]
+) -> None:
     """Write ``state`` atomically; ``dataset`` identifies the data (name and file hashes)."""
     meta = {
         "checkpoint_version": CHECKPOINT_VERSION,
@@ -68,8 +69,12 @@ def load_checkpoint(path: str | Path, config: TrainConfig, dataset: dict[str, An
     net = TwoLayerNet.from_params(params, loss_name=config.loss)  # type: ignore[arg-type]
     rng = np.random.default_rng()
     rng.bit_generator.state = meta["rng"]
-    return TrainState(net=net, rng=rng, epoch=int(meta["epoch"]), step=int(meta["step"]),
-                      order=order if order.size else None, history=list(meta["history"]),
-                      seconds=float(meta["seconds"]))
-
-
+    return TrainState(
+        net=net,
+        rng=rng,
+        epoch=int(meta["epoch"]),
+        step=int(meta["step"]),
+        order=order if order.size else None,
+        history=list(meta["history"]),
+        seconds=float(meta["seconds"]),
+    )

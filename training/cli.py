@@ -57,24 +57,49 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hidden-size", type=int, default=defaults.hidden_size)
     train.add_argument("--batch-size", type=int, default=defaults.batch_size)
     train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    train.add_argument("--lr-schedule", choices=SCHEDULES, default=defaults.lr_schedule,
-                       help="constant, or linear/cosine decay to 0 over the run")
+    train.add_argument(
+        "--lr-schedule",
+        choices=SCHEDULES,
+        default=defaults.lr_schedule,
+        help="constant, or linear/cosine decay to 0 over the run",
+    )
     train.add_argument("--loss", choices=LOSSES, default=defaults.loss)
-    train.add_argument("--weight-init", default=defaults.weight_init,
-                       help=f"standard deviation of the initial weights, or one of {', '.join(WEIGHT_INITS)}")
+    train.add_argument(
+        "--weight-init",
+        default=defaults.weight_init,
+        help=f"standard deviation of the initial weights, or one of {', '.join(WEIGHT_INITS)}",
+    )
     train.add_argument("--dtype", choices=DTYPES, default=defaults.dtype)
-    train.add_argument("--sampling", choices=SAMPLINGS, default=defaults.sampling,
-                       help="shuffle: a new permutation each epoch (default); random: the "
-                            "textbook's mini-batches drawn with replacement")
+    train.add_argument(
+        "--sampling",
+        choices=SAMPLINGS,
+        default=defaults.sampling,
+        help="shuffle: a new permutation each epoch (default); random: the "
+        "textbook's mini-batches drawn with replacement",
+    )
     train.add_argument("--seed", type=int, default=defaults.seed)
-    train.add_argument("--output", type=Path, default=None,
-                       help="model file to write (default: DATASET.npz in the current directory)")
-    train.add_argument("--history", type=Path, default=None,
-                       help="per-epoch metrics as JSON (default: beside --output, .history.json)")
+    train.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="model file to write (default: DATASET.npz in the current directory)",
+    )
+    train.add_argument(
+        "--history",
+        type=Path,
+        default=None,
+        help="per-epoch metrics as JSON (default: beside --output, .history.json)",
+    )
     train.add_argument("--plot", type=Path, default=None, help="also write a learning-curve PNG")
-    train.add_argument("--resume", nargs="?", type=Path, const=True, default=None,
-                       metavar="CHECKPOINT",
-                       help="continue an interrupted run (default checkpoint: OUTPUT with suffix .ckpt)")
+    train.add_argument(
+        "--resume",
+        nargs="?",
+        type=Path,
+        const=True,
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue an interrupted run (default checkpoint: OUTPUT with suffix .ckpt)",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ev = sub.add_parser("evaluate", help="loss and accuracy of a model file on a dataset")
@@ -94,11 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = "mnist") -> None:
-    p.add_argument("--dataset", choices=sorted(DATASETS), default=dataset_default,
-                   help="which data set" + ("" if dataset_default else " (default: the model's)"))
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="directory holding the four IDX files (otherwise: installed package, "
-                        "cache, or download from the official mirrors)")
+    p.add_argument(
+        "--dataset",
+        choices=sorted(DATASETS),
+        default=dataset_default,
+        help="which data set" + ("" if dataset_default else " (default: the model's)"),
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="directory holding the four IDX files (otherwise: installed package, "
+        "cache, or download from the official mirrors)",
+    )
     p.add_argument("--no-download", action="store_true", help="never download")
 
 
@@ -150,9 +183,16 @@ class _StopFlag:
 
 def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(
-        hidden_size=args.hidden_size, learning_rate=args.learning_rate, batch_size=args.batch_size,
-        epochs=args.epochs, loss=args.loss, weight_init=args.weight_init, dtype=args.dtype,
-        seed=args.seed, sampling=args.sampling, lr_schedule=args.lr_schedule,
+        hidden_size=args.hidden_size,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        loss=args.loss,
+        weight_init=args.weight_init,
+        dtype=args.dtype,
+        seed=args.seed,
+        sampling=args.sampling,
+        lr_schedule=args.lr_schedule,
     )
     output: Path = args.output or Path(f"{args.dataset}.npz")
     history_path: Path = args.history or output.with_suffix(".history.json")
@@ -162,8 +202,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.plot is not None:
         _require_matplotlib()
 
-    ds = load_dataset(args.dataset, args.data_dir, download=not args.no_download,
-                      progress=not args.no_progress)
+    ds = load_dataset(
+        args.dataset, args.data_dir, download=not args.no_download, progress=not args.no_progress
+    )
     dtype = np.dtype(config.dtype)
     x_train, t_train = as_training_arrays(ds.x_train, dtype), ds.t_train.astype(np.intp)
     x_test, t_test = as_training_arrays(ds.x_test, dtype), ds.t_test.astype(np.intp)
@@ -175,8 +216,10 @@ def _train(args: argparse.Namespace) -> int:
     else:
         state = init_state(config, x_train.shape[1], len(ds.class_names))
     per_epoch = steps_per_epoch(x_train.shape[0], config)
-    print(f"training {ds.name}: {x_train.shape[0]} train / {x_test.shape[0]} test images, "
-          f"784-{config.hidden_size}-{len(ds.class_names)}, {per_epoch} steps per epoch")
+    print(
+        f"training {ds.name}: {x_train.shape[0]} train / {x_test.shape[0]} test images, "
+        f"784-{config.hidden_size}-{len(ds.class_names)}, {per_epoch} steps per epoch"
+    )
 
     with _StopFlag() as stop:
         while state.epoch < config.epochs:
@@ -185,16 +228,22 @@ def _train(args: argparse.Namespace) -> int:
             state.seconds += time.perf_counter() - started
             if not done:
                 save_checkpoint(checkpoint_path, state, config, data_id)
-                print(f"interrupted at epoch {state.epoch + 1}, step {state.step}/{per_epoch}; "
-                      f"checkpoint saved to {checkpoint_path}; continue with the same command "
-                      "plus --resume", file=sys.stderr)
+                print(
+                    f"interrupted at epoch {state.epoch + 1}, step {state.step}/{per_epoch}; "
+                    f"checkpoint saved to {checkpoint_path}; continue with the same command "
+                    "plus --resume",
+                    file=sys.stderr,
+                )
                 return 128 + (stop.signum or signal.SIGINT)
             record = _epoch_record(state, config, x_train, t_train, x_test, t_test)
             state.history.append(record)
-            print(f"epoch {record['epoch']:>3}/{config.epochs}  "
-                  f"train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f}  "
-                  f"test loss {record['test_loss']:.4f} acc {record['test_accuracy']:.4f}  "
-                  f"({record['seconds']:.1f}s)", flush=True)
+            print(
+                f"epoch {record['epoch']:>3}/{config.epochs}  "
+                f"train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f}  "
+                f"test loss {record['test_loss']:.4f} acc {record['test_accuracy']:.4f}  "
+                f"({record['seconds']:.1f}s)",
+                flush=True,
+            )
             if state.epoch < config.epochs:
                 save_checkpoint(checkpoint_path, state, config, data_id)
 
@@ -204,13 +253,21 @@ def _train(args: argparse.Namespace) -> int:
         "class_names": list(ds.class_names),
         "pixel_preprocessing": PIXEL_PREPROCESSING,
         "dataset": {"name": ds.name, "files": {n: f["sha256"] for n, f in sorted(ds.files.items())}},
-        "training": {"config": config.to_dict(), "seed": config.seed, "epochs_completed": state.epoch,
-                     "training_seconds": round(state.seconds, 2)},
+        "training": {
+            "config": config.to_dict(),
+            "seed": config.seed,
+            "epochs_completed": state.epoch,
+            "training_seconds": round(state.seconds, 2),
+        },
         "metrics": {k: final[k] for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")},
     }
     save_model(output, state.net, metadata)
-    atomic_write_bytes(history_path, json.dumps(
-        {"config": config.to_dict(), "dataset": ds.name, "epochs": state.history}, indent=2).encode())
+    atomic_write_bytes(
+        history_path,
+        json.dumps(
+            {"config": config.to_dict(), "dataset": ds.name, "epochs": state.history}, indent=2
+        ).encode(),
+    )
     checkpoint_path.unlink(missing_ok=True)
     print(f"wrote {output} (test accuracy {final['test_accuracy']:.4f}) and {history_path}")
     if args.plot is not None:
@@ -221,12 +278,26 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_epoch(state: TrainState, config: TrainConfig, x: np.ndarray, t: np.ndarray,
-               stop: _StopFlag, per_epoch: int, no_progress: bool) -> bool:
+def _run_epoch(
+    state: TrainState,
+    config: TrainConfig,
+    x: np.ndarray,
+    t: np.ndarray,
+    stop: _StopFlag,
+    per_epoch: int,
+    no_progress: bool,
+) -> bool:
     from tqdm import tqdm
 
-    bar = tqdm(total=per_epoch, initial=state.step, desc=f"epoch {state.epoch + 1}/{config.epochs}",
-               unit="batch", leave=False, disable=True if no_progress else None, file=sys.stderr)
+    bar = tqdm(
+        total=per_epoch,
+        initial=state.step,
+        desc=f"epoch {state.epoch + 1}/{config.epochs}",
+        unit="batch",
+        leave=False,
+        disable=True if no_progress else None,
+        file=sys.stderr,
+    )
     smoothed: list[float] = []
 
     def on_step(step: int, loss: float) -> None:
@@ -242,13 +313,24 @@ def _run_epoch(state: TrainState, config: TrainConfig, x: np.ndarray, t: np.ndar
         bar.close()
 
 
-def _epoch_record(state: TrainState, config: TrainConfig, x_train: np.ndarray, t_train: np.ndarray,
-                  x_test: np.ndarray, t_test: np.ndarray) -> dict[str, float]:
+def _epoch_record(
+    state: TrainState,
+    config: TrainConfig,
+    x_train: np.ndarray,
+    t_train: np.ndarray,
+    x_test: np.ndarray,
+    t_test: np.ndarray,
+) -> dict[str, float]:
     train = evaluate(state.net, x_train, t_train)
     test = evaluate(state.net, x_test, t_test)
-    return {"epoch": state.epoch, "train_loss": train["loss"], "train_accuracy": train["accuracy"],
-            "test_loss": test["loss"], "test_accuracy": test["accuracy"],
-            "seconds": round(state.seconds, 3)}
+    return {
+        "epoch": state.epoch,
+        "train_loss": train["loss"],
+        "train_accuracy": train["accuracy"],
+        "test_loss": test["loss"],
+        "test_accuracy": test["accuracy"],
+        "seconds": round(state.seconds, 3),
+    }
 
 
 def _require_matplotlib() -> None:
@@ -263,25 +345,35 @@ def _evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     name = args.dataset or model.metadata.get("dataset", {}).get("name")
     if name not in DATASETS:
-        raise UsageError(f"{args.model}: the model names no known dataset; pass --dataset "
-                         f"({', '.join(sorted(DATASETS))})")
+        raise UsageError(
+            f"{args.model}: the model names no known dataset; pass --dataset ({', '.join(sorted(DATASETS))})"
+        )
     ds = load_dataset(name, args.data_dir, download=not args.no_download, progress=False)
     images, labels = (ds.x_test, ds.t_test) if args.split == "test" else (ds.x_train, ds.t_train)
     net = model.network()
     x = as_training_arrays(images, net.dtype)
     if x.shape[1] != net.input_size:
-        raise UsageError(f"{args.model}: expects {net.input_size} inputs but {name} images have "
-                         f"{x.shape[1]} pixels")
+        raise UsageError(
+            f"{args.model}: expects {net.input_size} inputs but {name} images have {x.shape[1]} pixels"
+        )
     if int(labels.max()) >= net.output_size:
         raise UsageError(f"{args.model}: has {net.output_size} classes but {name} has more")
     result = evaluate(net, x, labels.astype(np.intp))
-    summary = {"model": str(args.model), "version": model.version, "dataset": name,
-               "split": args.split, "count": int(x.shape[0]), **result}
+    summary = {
+        "model": str(args.model),
+        "version": model.version,
+        "dataset": name,
+        "split": args.split,
+        "count": int(x.shape[0]),
+        **result,
+    }
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"{args.model} on {name} {args.split} ({x.shape[0]} images): "
-              f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}")
+        print(
+            f"{args.model} on {name} {args.split} ({x.shape[0]} images): "
+            f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}"
+        )
     return 0
 
 
@@ -295,12 +387,21 @@ def _gradcheck(args: argparse.Namespace) -> int:
     t = rng.integers(0, args.output_size, args.batch_size)
     worst = 0.0
     for loss_name in LOSSES if args.loss == "all" else (args.loss,):
-        net = TwoLayerNet(args.input_size, args.hidden_size, args.output_size, weight_init_std=1.0,
-                          rng=rng, dtype=np.float64, loss_name=loss_name)
+        net = TwoLayerNet(
+            args.input_size,
+            args.hidden_size,
+            args.output_size,
+            weight_init_std=1.0,
+            rng=rng,
+            dtype=np.float64,
+            loss_name=loss_name,
+        )
         errors = gradient_relative_errors(net, x, t)
         worst = max(worst, *errors.values())
         print(f"{loss_name:<20} " + "  ".join(f"{k} {v:.2e}" for k, v in errors.items()))
     ok = worst < GRADCHECK_TOLERANCE
-    print(f"{'ok' if ok else 'FAILED'}: largest relative error {worst:.2e} "
-          f"(tolerance {GRADCHECK_TOLERANCE:.0e})")
+    print(
+        f"{'ok' if ok else 'FAILED'}: largest relative error {worst:.2e} "
+        f"(tolerance {GRADCHECK_TOLERANCE:.0e})"
+    )
     return 0 if ok else 1

@@ -106,9 +106,7 @@ def write_idx(path: str | os.PathLike[str], array: NDArray) -> None:
     path = Path(path)
     arr = np.asarray(array)
     if arr.ndim not in _IDX_KINDS:
-        raise ValueError(
-            f"{path}: IDX arrays must be labels (N,) or images (N, R, C), got shape {arr.shape}"
-        )
+        raise ValueError(f"{path}: IDX arrays must be labels (N,) or images (N, R, C), got shape {arr.shape}")
     if arr.dtype != np.uint8:
         if arr.dtype.kind not in "iub" or (arr.size and (arr.min() < 0 or arr.max() > 255)):
             raise ValueError(f"{path}: IDX data must be integers in [0, 255], got {arr.dtype}")
@@ -158,9 +156,7 @@ def _parse_idx(path: Path, data: bytes) -> NDArray[np.uint8]:
             f"unsupported IDX element type 0x{type_code:02x} (only unsigned bytes, 0x08, are read)",
         )
     if ndim not in _IDX_KINDS:
-        raise IDXFormatError(
-            path, f"unsupported IDX rank {ndim} (expected 1 for labels or 3 for images)"
-        )
+        raise IDXFormatError(path, f"unsupported IDX rank {ndim} (expected 1 for labels or 3 for images)")
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
         raise IDXFormatError(
@@ -248,42 +244,40 @@ DATASETS: dict[str, DatasetSpec] = {
         class_names=tuple(str(d) for d in range(10)),
         mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
         sha256={
-            "train-images-idx3-ubyte.gz":
-                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-            "train-labels-idx1-ubyte.gz":
-                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-            "t10k-images-idx3-ubyte.gz":
-                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-            "t10k-labels-idx1-ubyte.gz":
-                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+            "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
         },
     ),
     "fashion-mnist": DatasetSpec(
         name="fashion-mnist",
-        class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        class_names=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         sha256={
-            "train-images-idx3-ubyte.gz":
-                "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-            "train-labels-idx1-ubyte.gz":
-                "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-            "t10k-images-idx3-ubyte.gz":
-                "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-            "t10k-labels-idx1-ubyte.gz":
-                "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+            "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
         },
         # The Debian package's .gz files carry a rewritten gzip header (no file name, new time
         # stamp), so their file hashes differ from the mirror's; the data inside is identical.
         idx_sha256={
-            "train-images-idx3-ubyte.gz":
-                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-            "train-labels-idx1-ubyte.gz":
-                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-            "t10k-images-idx3-ubyte.gz":
-                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-            "t10k-labels-idx1-ubyte.gz":
-                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            "train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
         },
         package_dir="/usr/share/datasets/fashion-mnist",
         package_hint="apt-get install dataset-fashion-mnist",
@@ -336,8 +330,9 @@ def load_dataset(
         bases = _mirror_bases(spec, mirrors)
         try:
             for path in missing:
-                download_file([base + path.name for base in bases], path, spec.sha256[path.name],
-                              progress=progress)
+                download_file(
+                    [base + path.name for base in bases], path, spec.sha256[path.name], progress=progress
+                )
         except (DownloadError, KeyError) as exc:
             reason = f"no SHA-256 known for {exc}" if isinstance(exc, KeyError) else str(exc)
             problems.append(f"download failed ({reason})")
@@ -356,9 +351,7 @@ def load_dataset(
     )
 
 
-def as_training_arrays(
-    x_uint8: NDArray[np.uint8], dtype: DTypeLike = np.float32
-) -> NDArray[np.floating]:
+def as_training_arrays(x_uint8: NDArray[np.uint8], dtype: DTypeLike = np.float32) -> NDArray[np.floating]:
     """Images (N, 28, 28) uint8 -> (N, 784) floats in [0, 1]: x / 255 (``PIXEL_PREPROCESSING``)."""
     x = np.asarray(x_uint8)
     if x.dtype != np.uint8:
@@ -417,10 +410,18 @@ def _fetch_verified(url: str, dest: Path, sha256: str, *, progress: bool, timeou
             total = int(length) if length and length.isdigit() else None
             if total is not None and total > MAX_DOWNLOAD_BYTES:
                 raise _FetchError(f"{total} bytes, over the {MAX_DOWNLOAD_BYTES} byte limit")
-            with atomic_writer(dest) as fh, tqdm(
-                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
-                disable=not progress or not sys.stderr.isatty(), leave=False,
-            ) as bar:
+            with (
+                atomic_writer(dest) as fh,
+                tqdm(
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=dest.name,
+                    disable=not progress or not sys.stderr.isatty(),
+                    leave=False,
+                ) as bar,
+            ):
                 digest = hashlib.sha256()
                 size = 0
                 while chunk := response.read(DOWNLOAD_CHUNK_BYTES):
@@ -433,9 +434,7 @@ def _fetch_verified(url: str, dest: Path, sha256: str, *, progress: bool, timeou
                 if total is not None and size != total:
                     raise _FetchError(f"incomplete: got {size} of {total} bytes")
                 if digest.hexdigest() != sha256:
-                    raise _FetchError(
-                        f"SHA-256 mismatch: got {digest.hexdigest()}, expected {sha256}"
-                    )
+                    raise _FetchError(f"SHA-256 mismatch: got {digest.hexdigest()}, expected {sha256}")
     except urllib.error.HTTPError as exc:
         exc.close()
         raise _FetchError(f"HTTP {exc.code} {exc.reason}") from None
@@ -524,23 +523,32 @@ def _assemble(
                     path, f"IDX data SHA-256 {idx_digest} does not match the official {want}"
                 )
         arrays.append(_parse_idx(path, payload))
-        files[path.name] = MappingProxyType({
-            "path": str(path.resolve()),
-            "sha256": hashlib.sha256(raw).hexdigest(),
-            "idx_sha256": idx_digest,
-        })
+        files[path.name] = MappingProxyType(
+            {
+                "path": str(path.resolve()),
+                "sha256": hashlib.sha256(raw).hexdigest(),
+                "idx_sha256": idx_digest,
+            }
+        )
     x_train, t_train, x_test, t_test = arrays
     num_classes = len(spec.class_names)
     _check_split(paths[0], paths[1], x_train, t_train, num_classes)
     _check_split(paths[2], paths[3], x_test, t_test, num_classes)
     return Dataset(
-        name=spec.name, x_train=x_train, t_train=t_train, x_test=x_test, t_test=t_test,
-        class_names=tuple(spec.class_names), files=MappingProxyType(files), source=source,
+        name=spec.name,
+        x_train=x_train,
+        t_train=t_train,
+        x_test=x_test,
+        t_test=t_test,
+        class_names=tuple(spec.class_names),
+        files=MappingProxyType(files),
+        source=source,
     )
 
 
-def _check_split(images_path: Path, labels_path: Path, x: NDArray[np.uint8], t: NDArray[np.uint8],
-                 num_classes: int) -> None:
+def _check_split(
+    images_path: Path, labels_path: Path, x: NDArray[np.uint8], t: NDArray[np.uint8], num_classes: int
+) -> None:
     if x.ndim != 3:
         raise IDXFormatError(images_path, f"expected images (rank 3), found {_IDX_KINDS[x.ndim]}")
     if t.ndim != 1:
@@ -550,9 +558,7 @@ def _check_split(images_path: Path, labels_path: Path, x: NDArray[np.uint8], t: 
     if x.shape[0] == 0:
         raise IDXFormatError(images_path, "holds no images")
     if x.shape[0] != t.shape[0]:
-        raise IDXFormatError(
-            images_path, f"{x.shape[0]} images but {labels_path} has {t.shape[0]} labels"
-        )
+        raise IDXFormatError(images_path, f"{x.shape[0]} images but {labels_path} has {t.shape[0]} labels")
     bad = np.flatnonzero(t >= num_classes)
     if bad.size:
         raise IDXFormatError(

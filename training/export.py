@@ -110,16 +110,23 @@ def load_model(path: str | Path) -> ModelFile:
         if "allow_pickle" in str(exc):
             raise ModelFormatError(path, "contains pickled objects; refusing to load it") from None
         raise ModelFormatError(path, f"not a valid .npz file ({exc})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError, MemoryError, OverflowError,
-            NotImplementedError, RuntimeError) as exc:
+    except (
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        KeyError,
+        MemoryError,
+        OverflowError,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
         # MemoryError/OverflowError: an .npy header claiming an impossible shape; the other two:
         # zip entries zipfile cannot read (unknown compression method, encrypted)
         raise ModelFormatError(path, f"not a valid .npz file ({exc})") from None
 
     metadata = _parse_metadata(path, arrays.pop("metadata"))
     params = _check_params(path, arrays, metadata)
-    return ModelFile(path=path, params=params, metadata=metadata,
-                     sha256=hashlib.sha256(data).hexdigest())
+    return ModelFile(path=path, params=params, metadata=metadata, sha256=hashlib.sha256(data).hexdigest())
 
 
 def _check_members(path: Path, data: bytes) -> None:
@@ -155,8 +162,11 @@ def _parse_metadata(path: Path, raw: NDArray) -> dict[str, Any]:
             path, f"format_version {version!r} is not supported (this code reads {SUPPORTED_FORMAT_VERSIONS})"
         )
     shape = meta.get("input_shape")
-    if (not isinstance(shape, list) or not shape
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+    ):
         raise ModelFormatError(path, "metadata input_shape must be a list of positive integers")
     names = meta.get("class_names")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
@@ -187,7 +197,8 @@ def _check_params(path: Path, arrays: dict[str, NDArray], meta: dict[str, Any]) 
         raise ModelFormatError(path, f"metadata hidden_size {hidden!r} does not match W1 {w1.shape}")
     if math.prod(meta["input_shape"]) != d:  # not np.prod: int64 wraps ([2**62, 4] -> 0)
         raise ModelFormatError(
-            path, f"metadata input_shape {meta['input_shape']} does not match W1 {w1.shape}")
+            path, f"metadata input_shape {meta['input_shape']} does not match W1 {w1.shape}"
+        )
     if len(meta["class_names"]) != c:
         raise ModelFormatError(path, f"{len(meta['class_names'])} class names for {c} outputs")
     for name, arr in arrays.items():

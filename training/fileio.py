@@ -35,8 +35,9 @@ def atomic_writer(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     _fsync_dir(target.parent)
 
 
-def read_bytes_checked(path: Path, max_bytes: int, kind: str,
-                       error: Callable[[Path, str], Exception]) -> bytes:
+def read_bytes_checked(
+    path: Path, max_bytes: int, kind: str, error: Callable[[Path, str], Exception]
+) -> bytes:
     """``path``'s bytes, or ``error(path, problem)`` if it is missing, a directory, unreadable
     or larger than ``max_bytes`` (checked before reading). ``kind`` names what it should be."""
     try:

@@ -47,8 +47,13 @@ def gradient_descent(
     """x <- x - lr * df/dx, ``step_num`` times, from a copy of ``init_x``; returns the final x."""
     if step_num < 0:
         raise ValueError("step_num must be >= 0")
-    x = np.array(init_x, dtype=np.float64 if not np.issubdtype(np.asarray(init_x).dtype, np.floating)
-                 else np.asarray(init_x).dtype, copy=True)
+    x = np.array(
+        init_x,
+        dtype=np.float64
+        if not np.issubdtype(np.asarray(init_x).dtype, np.floating)
+        else np.asarray(init_x).dtype,
+        copy=True,
+    )
     for _ in range(int(step_num)):
         x -= lr * numerical_gradient(f, x)
     return x

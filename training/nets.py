@@ -92,8 +92,11 @@ class TwoLayerNet:
         dtype: type | np.dtype = np.float64,
         loss_name: LossName = "cross_entropy",
     ) -> None:
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
-                            ("output_size", output_size)):
+        for name, value in (
+            ("input_size", input_size),
+            ("hidden_size", hidden_size),
+            ("output_size", output_size),
+        ):
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.dtype = np.dtype(dtype)
@@ -149,12 +152,12 @@ class TwoLayerNet:
         """Probabilities: (N, D) -> (N, C), or (D,) -> (C,)."""
         p = self.params
         x = np.asarray(x, dtype=self.dtype)
-        a1 = x @ p["W1"]                    # (N, H)
+        a1 = x @ p["W1"]  # (N, H)
         a1 += p["b1"]
-        z1 = _sigmoid_(a1)                  # in place: a1 becomes z1
-        a2 = z1 @ p["W2"]                   # (N, C)
+        z1 = _sigmoid_(a1)  # in place: a1 becomes z1
+        a2 = z1 @ p["W2"]  # (N, C)
         a2 += p["b2"]
-        return _softmax_(a2)                # in place: a2 becomes y
+        return _softmax_(a2)  # in place: a2 becomes y
 
     def loss(self, x: ArrayLike, t: ArrayLike, loss_name: LossName | None = None) -> float:
         """Mean loss over the batch; t is integer labels (N,) or one-hot rows (N, C)."""
@@ -180,8 +183,10 @@ class TwoLayerNet:
     # --- gradients -----------------------------------------------------------------------
     def numerical_gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, NDArray[np.floating]]:
         """dL/dparams by central differences (slow: 2 forward passes per weight)."""
+
         def loss_w(_: NDArray) -> float:
             return self.loss(x, t)
+
         return {k: numerical_gradient(loss_w, self.params[k]) for k in PARAM_NAMES}
 
     def gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, NDArray[np.floating]]:
@@ -237,8 +242,7 @@ class TwoLayerNet:
         da2 = y
         if self.loss_name == "cross_entropy":
             # integer labels pick rows of the identity: one-hot targets without fancy indexing
-            t_hot = t if one_hot else np.take(ws.eye, t.astype(np.intp, copy=False), axis=0,
-                                              out=ws.t_hot)
+            t_hot = t if one_hot else np.take(ws.eye, t.astype(np.intp, copy=False), axis=0, out=ws.t_hot)
             log_y = np.maximum(y, CROSS_ENTROPY_EPS, out=ws.tmp_nc)
             np.log(log_y, out=log_y)
             loss = -float(np.vdot(t_hot, log_y)) / n
@@ -248,9 +252,9 @@ class TwoLayerNet:
         else:
             t_hot = t if one_hot else labels_to_one_hot(t, c, dtype=self.dtype)
             dy = ws.tmp_nc
-            np.subtract(y, t_hot, out=dy)                       # y - t
+            np.subtract(y, t_hot, out=dy)  # y - t
             loss = 0.5 * float(np.sum(dy * dy)) / n
-            dy *= scale / n                                      # dL/dy
+            dy *= scale / n  # dL/dy
             # through softmax: da2 = y * (dy - sum(dy * y, axis=1))
             np.sum(dy * y, axis=1, keepdims=True, out=ws.row)
             dy -= ws.row
@@ -259,7 +263,7 @@ class TwoLayerNet:
         # backward: mirrors forward name for name
         g = ws.grads
         np.matmul(z1.T, da2, out=g["W2"])
-        np.matmul(ws.ones, da2, out=g["b2"])   # db2 = 1^T da2
+        np.matmul(ws.ones, da2, out=g["b2"])  # db2 = 1^T da2
         dz1 = ws.dz1
         np.matmul(da2, p["W2"].T, out=dz1)
         # sigmoid'(a1) = z1 * (1 - z1); da1 written over a1
@@ -268,7 +272,7 @@ class TwoLayerNet:
         da1 *= z1
         da1 *= dz1
         np.matmul(x.T, da1, out=g["W1"])
-        np.matmul(ws.ones, da1, out=g["b1"])   # db1 = 1^T da1
+        np.matmul(ws.ones, da1, out=g["b1"])  # db1 = 1^T da1
         return loss
 
 

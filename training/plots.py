@@ -49,7 +49,7 @@ def plot_learning_curve(history: Sequence[dict[str, float]], path: str | Path, t
 
 def function_2(x: np.ndarray) -> float:
     """f(x0, x1) = x0^2 + x1^2, the chapter's example function."""
-    return float(np.sum(x ** 2))
+    return float(np.sum(x**2))
 
 
 def plot_gradient_field(path: str | Path, lim: float = 2.0, step: float = 0.25) -> None:
@@ -61,8 +61,13 @@ def plot_gradient_field(path: str | Path, lim: float = 2.0, step: float = 0.25) 
     grads = np.array([numerical_gradient(function_2, p.copy()) for p in points])
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     ax.quiver(points[:, 0], points[:, 1], -grads[:, 0], -grads[:, 1], angles="xy", color="#666666")
-    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xlabel="x0", ylabel="x1",
-           title="-∇f for f(x0, x1) = x0² + x1² (numerical gradient)")
+    ax.set(
+        xlim=(-lim, lim),
+        ylim=(-lim, lim),
+        xlabel="x0",
+        ylabel="x1",
+        title="-∇f for f(x0, x1) = x0² + x1² (numerical gradient)",
+    )
     ax.grid(alpha=0.3)
     ax.set_aspect("equal")
     _save(fig, path)

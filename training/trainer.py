@@ -63,21 +63,32 @@ class TrainConfig:
 
         for name in ("hidden_size", "batch_size", "epochs"):
             value = getattr(self, name)
-            check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                  f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        check(isinstance(self.seed, int) and self.seed >= 0,
-              f"seed must be an integer >= 0, got {self.seed!r}")
-        check(math.isfinite(self.learning_rate) and self.learning_rate > 0,
-              f"learning-rate must be a positive number, got {self.learning_rate!r}")
+            check(
+                isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                f"{name.replace('_', '-')} must be a positive integer, got {value!r}",
+            )
+        check(
+            isinstance(self.seed, int) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}"
+        )
+        check(
+            math.isfinite(self.learning_rate) and self.learning_rate > 0,
+            f"learning-rate must be a positive number, got {self.learning_rate!r}",
+        )
         check(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         check(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        check(self.sampling in SAMPLINGS,
-              f"sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
-        check(self.lr_schedule in SCHEDULES,
-              f"lr-schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
-        check(self.weight_init in WEIGHT_INITS or _positive_float(self.weight_init),
-              f"weight-init must be a positive number or one of {', '.join(WEIGHT_INITS)}, "
-              f"got {self.weight_init!r}")
+        check(
+            self.sampling in SAMPLINGS,
+            f"sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}",
+        )
+        check(
+            self.lr_schedule in SCHEDULES,
+            f"lr-schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}",
+        )
+        check(
+            self.weight_init in WEIGHT_INITS or _positive_float(self.weight_init),
+            f"weight-init must be a positive number or one of {', '.join(WEIGHT_INITS)}, "
+            f"got {self.weight_init!r}",
+        )
 
     @property
     def weight_init_std(self) -> float | str:
@@ -133,9 +144,15 @@ class TrainState:
 def init_state(config: TrainConfig, input_size: int, output_size: int) -> TrainState:
     """A fresh net and generator from the config's seed."""
     rng = np.random.default_rng(config.seed)
-    net = TwoLayerNet(input_size, config.hidden_size, output_size,
-                      weight_init_std=config.weight_init_std, rng=rng,
-                      dtype=np.dtype(config.dtype), loss_name=config.loss)  # type: ignore[arg-type]
+    net = TwoLayerNet(
+        input_size,
+        config.hidden_size,
+        output_size,
+        weight_init_std=config.weight_init_std,
+        rng=rng,
+        dtype=np.dtype(config.dtype),
+        loss_name=config.loss,  # type: ignore[arg-type]
+    )
     return TrainState(net=net, rng=rng)
 
 
@@ -166,7 +183,7 @@ def train_epoch(
         while state.step < per_epoch:
             if config.sampling == "shuffle":
                 assert state.order is not None
-                idx = state.order[state.step * batch:(state.step + 1) * batch]
+                idx = state.order[state.step * batch : (state.step + 1) * batch]
             else:
                 idx = state.rng.choice(n, batch)  # the textbook's random mini-batch
             m = idx.shape[0]
@@ -204,7 +221,7 @@ def evaluate(
     total_loss = 0.0
     correct = 0
     for start in range(0, x.shape[0], EVAL_CHUNK):
-        xs, ts = x[start:start + EVAL_CHUNK], t[start:start + EVAL_CHUNK]
+        xs, ts = x[start : start + EVAL_CHUNK], t[start : start + EVAL_CHUNK]
         y = net.predict(xs)
         total_loss += _batch_loss(y, ts, loss_name or net.loss_name) * xs.shape[0]
         correct += int(np.sum(np.argmax(y, axis=1) == ts))

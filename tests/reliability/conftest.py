@@ -28,15 +28,18 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 HIDDEN = 32
 
 
-def write_model(path: Path, seed: int, classes: list[str] = DIGITS,
-                input_shape: tuple[int, ...] = (28, 28)) -> None:
+def write_model(
+    path: Path, seed: int, classes: list[str] = DIGITS, input_shape: tuple[int, ...] = (28, 28)
+) -> None:
     """A 784-32-C float32 model with random weights: what these tests check does not depend
     on what the model knows."""
-    net = TwoLayerNet(784, HIDDEN, len(classes), weight_init_std="xavier",
-                      rng=np.random.default_rng(seed), dtype=np.float32)
+    net = TwoLayerNet(
+        784, HIDDEN, len(classes), weight_init_std="xavier", rng=np.random.default_rng(seed), dtype=np.float32
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(path, net, {"input_shape": list(input_shape), "class_names": classes,
-                           "dataset": {"name": "random"}})
+    save_model(
+        path, net, {"input_shape": list(input_shape), "class_names": classes, "dataset": {"name": "random"}}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,14 +48,19 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("models")
     write_model(directory / "mnist" / "1" / "model.npz", seed=1)
     write_model(directory / "mnist" / "2" / "model.npz", seed=2)
-    write_model(directory / "fashion-mnist.npz", seed=3, classes=FASHION_CLASSES,
-                input_shape=(784,))
+    write_model(directory / "fashion-mnist.npz", seed=3, classes=FASHION_CLASSES, input_shape=(784,))
     return directory
 
 
 def server_environment(model_dir: Path, **extra: str) -> dict[str, str]:
-    return {"MODEL_DIR": str(model_dir), "DEFAULT_MODEL": "mnist", "WEB_CONCURRENCY": "2",
-            "AUTH_TOKEN": TOKEN, "ACCESS_LOG": "0", **extra}
+    return {
+        "MODEL_DIR": str(model_dir),
+        "DEFAULT_MODEL": "mnist",
+        "WEB_CONCURRENCY": "2",
+        "AUTH_TOKEN": TOKEN,
+        "ACCESS_LOG": "0",
+        **extra,
+    }
 
 
 @dataclass

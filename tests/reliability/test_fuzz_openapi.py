@@ -60,28 +60,52 @@ def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.mark.slow
-def test_every_generated_request_gets_a_documented_answer(server: Server, model_dir: Path,
-                                                          tmp_path: Path) -> None:
+def test_every_generated_request_gets_a_documented_answer(
+    server: Server, model_dir: Path, tmp_path: Path
+) -> None:
     max_examples = int(os.environ.get("FUZZ_MAX_EXAMPLES", CI_MAX_EXAMPLES))
     seed = os.environ.get("FUZZ_SEED", str(CI_SEED) if max_examples == CI_MAX_EXAMPLES else "")
     config = tmp_path / "schemathesis.toml"
     flat = hashlib.sha256((model_dir / "fashion-mnist.npz").read_bytes()).hexdigest()[:12]
     config.write_text(CONFIG.format(versions=json.dumps(["1", "2", flat])))
     command = [
-        *schemathesis_cli(), "--config-file", str(config), "run", f"{server.url}/openapi.json",
-        "--checks", "all", "--exclude-checks", EXCLUDED_CHECKS,
-        "--max-examples", str(max_examples), "--request-timeout", "30",
-        "--header", f"Authorization: Bearer {TOKEN}",
-        "--generation-database", "none", "--max-failures", "50", "--no-color",
+        *schemathesis_cli(),
+        "--config-file",
+        str(config),
+        "run",
+        f"{server.url}/openapi.json",
+        "--checks",
+        "all",
+        "--exclude-checks",
+        EXCLUDED_CHECKS,
+        "--max-examples",
+        str(max_examples),
+        "--request-timeout",
+        "30",
+        "--header",
+        f"Authorization: Bearer {TOKEN}",
+        "--generation-database",
+        "none",
+        "--max-failures",
+        "50",
+        "--no-color",
         *(["--seed", seed] if seed else []),
     ]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=3600,
-                            env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"})
+    result = subprocess.run(
+        command,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"},
+    )
     output = result.stdout + result.stderr
     generated = GENERATED.findall(output)
-    print(f"\nschemathesis: {generated[-1] if generated else '?'} cases generated "
-          f"({max_examples} per operation and phase, seed {seed or 'random'}); "
-          f"exit {result.returncode}\n" + output[-3000:])
+    print(
+        f"\nschemathesis: {generated[-1] if generated else '?'} cases generated "
+        f"({max_examples} per operation and phase, seed {seed or 'random'}); "
+        f"exit {result.returncode}\n" + output[-3000:]
+    )
     assert result.returncode == 0, output[-20000:]
     assert generated and int(generated[-1]) >= 20 * max_examples, output[-3000:]
     assert "Traceback" not in server.log_text()

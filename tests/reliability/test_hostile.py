@@ -65,8 +65,7 @@ def live_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(live_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = server_environment(live_models, TIMEOUT=str(TIMEOUT),
-                             MODEL_POLL_SECONDS=str(POLL_SECONDS))
+    env = server_environment(live_models, TIMEOUT=str(TIMEOUT), MODEL_POLL_SECONDS=str(POLL_SECONDS))
     yield from serve(env, tmp_path_factory.mktemp("hostile") / "gunicorn.log")
 
 
@@ -90,8 +89,9 @@ def parse(raw: bytes) -> tuple[int | None, bytes]:
         return None, raw
 
 
-def raw_exchange(port: int, head: bytes, body: Iterable[bytes] = (),
-                 half_close: bool = True, timeout: float = 20.0) -> Answer:
+def raw_exchange(
+    port: int, head: bytes, body: Iterable[bytes] = (), half_close: bool = True, timeout: float = 20.0
+) -> Answer:
     """Send ``head``, then ``body`` piece by piece while watching for an early answer; then
     read the answer. Stops sending as soon as the server answers or closes."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -134,8 +134,10 @@ def kernel_buffering() -> int:
     """The most a TCP connection here can hold unread in the kernels: the receiver's buffer at
     its autotuning maximum plus the sender's."""
     try:
-        rmem, wmem = (int(Path(f"/proc/sys/net/ipv4/{name}").read_text().split()[2])
-                      for name in ("tcp_rmem", "tcp_wmem"))
+        rmem, wmem = (
+            int(Path(f"/proc/sys/net/ipv4/{name}").read_text().split()[2])
+            for name in ("tcp_rmem", "tcp_wmem")
+        )
     except OSError:
         return 16 * MIB  # not Linux: Linux's defaults (6 MiB + 4 MiB), rounded up
     return rmem + wmem
@@ -158,12 +160,17 @@ def workers_rss_mib(server: Server) -> dict[int, float]:
 # --- hostile bodies: the table --------------------------------------------------------------
 def _png(width: int, height: int, compressed: bytes = b"") -> bytes:
     """A PNG whose header says ``width`` x ``height`` grey pixels, with ``compressed`` data."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", compressed)
-            + chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", compressed) + chunk(b"IEND", b"")
 
 
 def _bomb_png(side: int) -> bytes:
@@ -175,8 +182,14 @@ def _bomb_png(side: int) -> bytes:
 
 
 def _gif(width: int, height: int) -> bytes:
-    return (b"GIF89a" + struct.pack("<HH", width, height) + b"\x00\x00\x00"
-            + b"\x2c" + struct.pack("<HHHH", 0, 0, width, height) + b"\x00\x02\x02\x44\x01\x00;")
+    return (
+        b"GIF89a"
+        + struct.pack("<HH", width, height)
+        + b"\x00\x00\x00"
+        + b"\x2c"
+        + struct.pack("<HHHH", 0, 0, width, height)
+        + b"\x00\x02\x02\x44\x01\x00;"
+    )
 
 
 def _digit(fmt: str) -> bytes:
@@ -184,9 +197,18 @@ def _digit(fmt: str) -> bytes:
 
 
 def _pickle_tensor() -> bytes:
-    return json.dumps({"inputs": [{"name": "input", "datatype": "BYTES", "shape": [1],
-                                   "data": [base64.b64encode(pickle.dumps(object)).decode()]}]}
-                      ).encode()
+    return json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "data": [base64.b64encode(pickle.dumps(object)).decode()],
+                }
+            ]
+        }
+    ).encode()
 
 
 @dataclass(frozen=True)
@@ -204,8 +226,7 @@ def _json(value: Any) -> bytes:
 
 
 def _v2(**tensor: Any) -> bytes:
-    return _json({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784],
-                              **tensor}]})
+    return _json({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784], **tensor}]})
 
 
 V2 = "/v2/models/mnist/infer"
@@ -216,115 +237,206 @@ BOMB_PNG = _bomb_png(5000)  # 25 Mpixels > MAX_IMAGE_PIXELS (16,777,216)
 HOSTILE = [
     # JSON structure
     Hostile("nested-100k-arrays", "/predict", b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
-    Hostile("nested-100k-objects", "/predict",
-            b'{"inputs": [[0]], "x": ' + b'{"a":' * 100_000 + b"1" + b"}" * 100_000 + b"}"),
+    Hostile(
+        "nested-100k-objects",
+        "/predict",
+        b'{"inputs": [[0]], "x": ' + b'{"a":' * 100_000 + b"1" + b"}" * 100_000 + b"}",
+    ),
     Hostile("nested-65-levels", "/predict", b'{"inputs": ' + b"[" * 65 + b"]" * 65 + b"}"),
     Hostile("nested-100k-v2", V2, _v2(data=None).replace(b"null", b"[" * 100_000 + b"]" * 100_000)),
     Hostile("nested-900-v2-nan", V2, _v2(data=None).replace(b"null", b"[" * 900 + b"NaN" + b"]" * 900)),
     Hostile("duplicate-key", "/predict", f'{{"inputs": [{ROW_TEXT}], "inputs": "x"}}'.encode()),
     Hostile("duplicate-key-reversed", "/predict", f'{{"inputs": "x", "inputs": [{ROW_TEXT}]}}'.encode()),
-    Hostile("duplicate-key-lenient", "/predict",
-            f'{{"inputs": [[NaN]], "inputs": [{ROW_TEXT}]}}'.encode()),
+    Hostile("duplicate-key-lenient", "/predict", f'{{"inputs": [[NaN]], "inputs": [{ROW_TEXT}]}}'.encode()),
     Hostile("duplicate-key-v2", V2, _v2(data=ROW)[:-3] + b', "datatype": "UINT8"}]}'),
     Hostile("duplicate-key-v2-top", V2, _v2(data=ROW)[:-1] + b', "inputs": []}'),
-    Hostile("duplicate-key-v2-parameters", V2,
-            _json({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784],
-                               "parameters": {"binary_data_size": 1}}]}
-                  ).replace(b'"binary_data_size": 1', b'"binary_data_size": 1, "binary_data_size": 3136')),
-    Hostile("duplicate-key-v2-outputs", V2, _json({
-        "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784], "data": ROW}],
-        "outputs": [{"name": "label"}]}).replace(b'"name": "label"', b'"name": "label", "name": "x"')),
+    Hostile(
+        "duplicate-key-v2-parameters",
+        V2,
+        _json(
+            {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "datatype": "FP32",
+                        "shape": [1, 784],
+                        "parameters": {"binary_data_size": 1},
+                    }
+                ]
+            }
+        ).replace(b'"binary_data_size": 1', b'"binary_data_size": 1, "binary_data_size": 3136'),
+    ),
+    Hostile(
+        "duplicate-key-v2-outputs",
+        V2,
+        _json(
+            {
+                "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784], "data": ROW}],
+                "outputs": [{"name": "label"}],
+            }
+        ).replace(b'"name": "label"', b'"name": "label", "name": "x"'),
+    ),
     Hostile("nul-in-key", "/predict", f'{{"inputs\\u0000": [{ROW_TEXT}]}}'.encode(), status=(422,)),
-    Hostile("nul-in-key-v2", V2, b'{"inputs": [{"n\\u0000": 1, ' + _v2(data=ROW)[13:],
-            status=(200,)),  # unknown keys are ignored, as the protocol wants (it was a 500)
-    Hostile("not-an-object", "/predict", b'[1, 2, 3]', status=(422,)),
+    Hostile(
+        "nul-in-key-v2", V2, b'{"inputs": [{"n\\u0000": 1, ' + _v2(data=ROW)[13:], status=(200,)
+    ),  # unknown keys are ignored, as the protocol wants (it was a 500)
+    Hostile("not-an-object", "/predict", b"[1, 2, 3]", status=(422,)),
     Hostile("empty-body", "/predict", b"", status=(400,)),
     # numbers
     Hostile("integer-5000-digits", "/predict", f'{{"inputs": [[{"9" * 5000}]]}}'.encode()),
-    Hostile("integer-400-digits", "/predict", f'{{"inputs": [[{"9" * 400}{",0" * 783}]]}}'.encode(),
-            status=(422,)),
-    Hostile("integer-400-digits-v2", V2, _v2(datatype="UINT8", data=None).replace(
-        b"null", f"[{'9' * 400}{',0' * 783}]".encode())),
-    Hostile("exponent-1e999", "/predict", f'{{"inputs": [[1e999{",0" * 783}]]}}'.encode(),
-            status=(422,)),
+    Hostile(
+        "integer-400-digits", "/predict", f'{{"inputs": [[{"9" * 400}{",0" * 783}]]}}'.encode(), status=(422,)
+    ),
+    Hostile(
+        "integer-400-digits-v2",
+        V2,
+        _v2(datatype="UINT8", data=None).replace(b"null", f"[{'9' * 400}{',0' * 783}]".encode()),
+    ),
+    Hostile("exponent-1e999", "/predict", f'{{"inputs": [[1e999{",0" * 783}]]}}'.encode(), status=(422,)),
     Hostile("nan", "/predict", f'{{"inputs": [[NaN{",0" * 783}]]}}'.encode(), status=(422,)),
-    Hostile("float32-overflow", "/predict", f'{{"inputs": [[1e308{",0" * 783}]]}}'.encode(),
-            status=(422,)),
+    Hostile("float32-overflow", "/predict", f'{{"inputs": [[1e308{",0" * 783}]]}}'.encode(), status=(422,)),
     Hostile("numbers-as-strings", "/predict", _json({"inputs": [["0.5"] * 784]}), status=(422,)),
     Hostile("numbers-as-strings-v2", V2, _v2(data=["0.5"] * 784)),
-    Hostile("labels-as-strings", "/accuracy", _json({"inputs": [ROW], "labels": ["7"]}),
-            status=(422,)),
-    Hostile("huge-shape-v2", V2, _json({"inputs": [{"name": "input", "datatype": "FP32",
-                                                     "shape": [2**70, 784], "data": [0]}]})),
-    Hostile("shape-product-wraps-v2", V2, _json({"inputs": [{"name": "input", "datatype": "UINT8",
-                                                             "shape": [2**62, 4, 784], "data": [0]}]})),
-    Hostile("classification-huge-v2", V2, _json({
-        "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784], "data": ROW}],
-        "outputs": [{"name": "probabilities", "parameters": {"classification": 2**80}}]}),
-        status=(200,)),  # asks for the top 2^80 classes: gets all 10
+    Hostile("labels-as-strings", "/accuracy", _json({"inputs": [ROW], "labels": ["7"]}), status=(422,)),
+    Hostile(
+        "huge-shape-v2",
+        V2,
+        _json({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2**70, 784], "data": [0]}]}),
+    ),
+    Hostile(
+        "shape-product-wraps-v2",
+        V2,
+        _json({"inputs": [{"name": "input", "datatype": "UINT8", "shape": [2**62, 4, 784], "data": [0]}]}),
+    ),
+    Hostile(
+        "classification-huge-v2",
+        V2,
+        _json(
+            {
+                "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784], "data": ROW}],
+                "outputs": [{"name": "probabilities", "parameters": {"classification": 2**80}}],
+            }
+        ),
+        status=(200,),
+    ),  # asks for the top 2^80 classes: gets all 10
     # text
     Hostile("invalid-utf8-value", "/predict", b'{"inputs": [[0.5]], "pixel_range": "\xff\xfe"}'),
     Hostile("invalid-utf8-key", "/predict", b'{"\xc3\x28": 1}'),
     Hostile("invalid-utf8-v2", V2, b'{"id": "\xed\xa0\x80", ' + _v2(data=ROW)[1:]),
     Hostile("lone-surrogate-v2-id", V2, b'{"id": "\\ud800", ' + _v2(data=ROW)[1:]),
-    Hostile("lone-surrogate-unknown-field", "/predict",
-            f'{{"\\udc00": 1, "inputs": [{ROW_TEXT}]}}'.encode(), status=(422,)),
+    Hostile(
+        "lone-surrogate-unknown-field",
+        "/predict",
+        f'{{"\\udc00": 1, "inputs": [{ROW_TEXT}]}}'.encode(),
+        status=(422,),
+    ),
     Hostile("utf16-body", "/predict", _json({"inputs": [ROW]}).decode().encode("utf-16")),
     Hostile("pickle-in-bytes-tensor-v2", V2, _pickle_tensor()),
     # content types
     Hostile("json-sent-as-png", "/predict", _json({"inputs": [ROW]}), "image/png", (422,)),
     Hostile("png-sent-as-json", "/predict", _digit("PNG"), "application/json"),
     Hostile("no-content-type", "/predict", _json({"inputs": [ROW]}), "", (415,)),
-    Hostile("multipart-without-boundary", "/predict", b"--x\r\n", "multipart/form-data",
-            (400, 422)),
+    Hostile("multipart-without-boundary", "/predict", b"--x\r\n", "multipart/form-data", (400, 422)),
     # images
     Hostile("truncated-png", "/predict", _digit("PNG")[:150], "image/png", (422,)),
     Hostile("truncated-jpeg", "/predict", _digit("JPEG")[:300], "image/jpeg", (422,)),
     Hostile("truncated-gif", "/predict", _digit("GIF")[:60], "image/gif", (422,)),
     # (noise may make a header claim a huge image: 413 then)
-    Hostile("malformed-png", "/predict", b"\x89PNG\r\n\x1a\n" + NOISE.bytes(2000), "image/png",
-            (413, 422)),
-    Hostile("malformed-jpeg", "/predict", b"\xff\xd8\xff\xe0" + NOISE.bytes(2000), "image/jpeg",
-            (413, 422)),
+    Hostile("malformed-png", "/predict", b"\x89PNG\r\n\x1a\n" + NOISE.bytes(2000), "image/png", (413, 422)),
+    Hostile("malformed-jpeg", "/predict", b"\xff\xd8\xff\xe0" + NOISE.bytes(2000), "image/jpeg", (413, 422)),
     Hostile("malformed-gif", "/predict", b"GIF89a" + NOISE.bytes(200), "image/gif", (413, 422)),
-    Hostile("png-bad-crc", "/predict", _digit("PNG")[:29] + b"\0\0\0\0" + _digit("PNG")[33:],
-            "image/png", (422,)),
+    Hostile(
+        "png-bad-crc", "/predict", _digit("PNG")[:29] + b"\0\0\0\0" + _digit("PNG")[33:], "image/png", (422,)
+    ),
     Hostile("png-header-100k-squared", "/predict", _png(100_000, 100_000), "image/png", (413,)),
     Hostile("png-bomb-25-mpixels", "/predict", BOMB_PNG, "image/png", (413,)),
-    Hostile("png-bomb-base64", "/predict", _json({"images": [base64.b64encode(BOMB_PNG).decode()]}),
-            status=(413,)),
+    Hostile(
+        "png-bomb-base64", "/predict", _json({"images": [base64.b64encode(BOMB_PNG).decode()]}), status=(413,)
+    ),
     Hostile("gif-header-65535-squared", "/predict", _gif(65535, 65535), "image/gif", (413,)),
-    Hostile("tiff-is-not-accepted", "/predict", png_bytes(drawn_digit("7", size=32), "TIFF"),
-            "image/png", (422,)),
+    Hostile(
+        "tiff-is-not-accepted", "/predict", png_bytes(drawn_digit("7", size=32), "TIFF"), "image/png", (422,)
+    ),
     # v2 transport
     Hostile("gzip-bomb-v2", V2, GZIP_BOMB, headers={"Content-Encoding": "deflate"}, status=(413,)),
     Hostile("gzip-garbage-v2", V2, NOISE.bytes(1000), headers={"Content-Encoding": "gzip"}),
-    Hostile("gzip-truncated-v2", V2, zlib.compress(_v2(data=ROW))[:100],
-            headers={"Content-Encoding": "deflate"}),
+    Hostile(
+        "gzip-truncated-v2", V2, zlib.compress(_v2(data=ROW))[:100], headers={"Content-Encoding": "deflate"}
+    ),
     Hostile("encoding-br-v2", V2, _v2(data=ROW), headers={"Content-Encoding": "br"}, status=(415,)),
-    Hostile("binary-header-past-body-v2", V2, _v2(data=ROW),
-            headers={"Inference-Header-Content-Length": str(10**12)}),
-    Hostile("binary-header-negative-v2", V2, _v2(data=ROW),
-            headers={"Inference-Header-Content-Length": "-5"}),
-    Hostile("binary-size-lies-v2", V2, _json({"inputs": [{
-        "name": "input", "datatype": "FP32", "shape": [1, 784],
-        "parameters": {"binary_data_size": 3136}}]}) + b"\0" * 100,
-        headers={"Inference-Header-Content-Length": str(len(_json({"inputs": [{
-            "name": "input", "datatype": "FP32", "shape": [1, 784],
-            "parameters": {"binary_data_size": 3136}}]})))}),
+    Hostile(
+        "binary-header-past-body-v2",
+        V2,
+        _v2(data=ROW),
+        headers={"Inference-Header-Content-Length": str(10**12)},
+    ),
+    Hostile(
+        "binary-header-negative-v2", V2, _v2(data=ROW), headers={"Inference-Header-Content-Length": "-5"}
+    ),
+    Hostile(
+        "binary-size-lies-v2",
+        V2,
+        _json(
+            {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "datatype": "FP32",
+                        "shape": [1, 784],
+                        "parameters": {"binary_data_size": 3136},
+                    }
+                ]
+            }
+        )
+        + b"\0" * 100,
+        headers={
+            "Inference-Header-Content-Length": str(
+                len(
+                    _json(
+                        {
+                            "inputs": [
+                                {
+                                    "name": "input",
+                                    "datatype": "FP32",
+                                    "shape": [1, 784],
+                                    "parameters": {"binary_data_size": 3136},
+                                }
+                            ]
+                        }
+                    )
+                )
+            )
+        },
+    ),
     # limits
-    Hostile("batch-over-limit", "/predict", _json({"inputs": [ROW] * (MAX_BATCH + 1)}),
-            status=(422,)),
-    Hostile("images-over-limit", "/predict",
-            _json({"images": [base64.b64encode(_digit("PNG")).decode()] * (MAX_BATCH + 1)}),
-            status=(422,)),
-    Hostile("batch-over-limit-v2", V2, _json({"inputs": [{
-        "name": "input", "datatype": "UINT8", "shape": [MAX_BATCH + 1, 784],
-        "data": [0] * 784 * (MAX_BATCH + 1)}]})),
+    Hostile("batch-over-limit", "/predict", _json({"inputs": [ROW] * (MAX_BATCH + 1)}), status=(422,)),
+    Hostile(
+        "images-over-limit",
+        "/predict",
+        _json({"images": [base64.b64encode(_digit("PNG")).decode()] * (MAX_BATCH + 1)}),
+        status=(422,),
+    ),
+    Hostile(
+        "batch-over-limit-v2",
+        V2,
+        _json(
+            {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "datatype": "UINT8",
+                        "shape": [MAX_BATCH + 1, 784],
+                        "data": [0] * 784 * (MAX_BATCH + 1),
+                    }
+                ]
+            }
+        ),
+    ),
     Hostile("body-over-limit", "/predict", b" " * (MAX_REQUEST_BYTES + 1), status=(413,)),
     Hostile("body-over-limit-v2", V2, b" " * (MAX_REQUEST_BYTES + 1), status=(413,)),
-    Hostile("body-over-limit-raw-image", "/predict", b"\x89PNG" + b"\0" * MAX_REQUEST_BYTES,
-            "image/png", (413,)),
+    Hostile(
+        "body-over-limit-raw-image", "/predict", b"\x89PNG" + b"\0" * MAX_REQUEST_BYTES, "image/png", (413,)
+    ),
 ]
 
 
@@ -339,8 +451,11 @@ def test_each_hostile_body_gets_a_4xx(server: Server, case: Hostile) -> None:
     if case.content_type:
         headers["Content-Type"] = case.content_type
     step = 256 * 1024
-    answer = raw_exchange(server.port, http_head("POST", case.path, headers),
-                          (case.body[i:i + step] for i in range(0, len(case.body), step)))
+    answer = raw_exchange(
+        server.port,
+        http_head("POST", case.path, headers),
+        (case.body[i : i + step] for i in range(0, len(case.body), step)),
+    )
     assert answer.status in case.status, answer
     body = json.loads(answer.body)
     if answer.status >= 400:
@@ -355,16 +470,21 @@ def test_multipart_bombs_and_broken_files_get_4xx(server: Server) -> None:
     response = requests.post(server.url + "/predict", files=files, headers=AUTH, timeout=30)
     assert response.status_code == 413, response.text
     files = {"a": ("a.png", _digit("PNG"), "image/png"), "b": ("b.jpg", _digit("JPEG")[:200], "image/jpeg")}
-    response = requests.post(server.url + "/accuracy", files=files, data={"labels": "7,7"},
-                             headers=AUTH, timeout=30)
+    response = requests.post(
+        server.url + "/accuracy", files=files, data={"labels": "7,7"}, headers=AUTH, timeout=30
+    )
     assert response.status_code == 422
     assert "1" in response.json()["error"]["details"]["images"]  # the second file, by index
 
 
 def test_the_largest_image_allowed_is_served(server: Server) -> None:
     """4096 x 4096 = MAX_IMAGE_PIXELS exactly: decoded, shrunk and answered."""
-    response = requests.post(server.url + "/predict", data=_bomb_png(4096), timeout=30,
-                             headers={**AUTH, "Content-Type": "image/png"})
+    response = requests.post(
+        server.url + "/predict",
+        data=_bomb_png(4096),
+        timeout=30,
+        headers={**AUTH, "Content-Type": "image/png"},
+    )
     assert response.status_code == 200, response.text
 
 
@@ -376,12 +496,14 @@ def test_a_100_mb_body_is_refused_without_being_read(server: Server, chunked: bo
     total = 100 * MIB
     piece = b" " * MIB
     if chunked:
-        head = http_head("POST", "/predict", {**AUTH, "Content-Type": "application/json",
-                                              "Transfer-Encoding": "chunked"})
+        head = http_head(
+            "POST", "/predict", {**AUTH, "Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+        )
         body = (b"%x\r\n" % len(piece) + piece + b"\r\n" for _ in range(total // MIB))
     else:
-        head = http_head("POST", "/predict", {**AUTH, "Content-Type": "application/json",
-                                              "Content-Length": str(total)})
+        head = http_head(
+            "POST", "/predict", {**AUTH, "Content-Type": "application/json", "Content-Length": str(total)}
+        )
         body = (piece for _ in range(total // MIB))
     before = workers_rss_mib(server)
     answer = raw_exchange(server.port, head, body)
@@ -403,8 +525,9 @@ def test_a_100_mb_body_is_refused_without_being_read(server: Server, chunked: bo
 def test_a_body_shorter_than_its_content_length_is_a_400(server: Server) -> None:
     """The client says 10,000 bytes, sends 100 and stops (half-close): the worker sees the end
     of the stream and answers 400 (the body is not JSON) at once."""
-    head = http_head("POST", "/predict", {**AUTH, "Content-Type": "application/json",
-                                          "Content-Length": "10000"})
+    head = http_head(
+        "POST", "/predict", {**AUTH, "Content-Type": "application/json", "Content-Length": "10000"}
+    )
     started = time.monotonic()
     answer = raw_exchange(server.port, head, iter([b'{"inputs": [[' + b"0," * 40]))
     assert answer.status == 400, answer
@@ -416,22 +539,26 @@ def test_a_body_longer_than_its_content_length_is_cut_there(server: Server) -> N
     """The extra bytes are never read as another request: a sync worker closes the connection."""
     body = _json({"inputs": [ROW]})
     smuggled = http_head("GET", "/v1/models", {})
-    head = http_head("POST", "/predict", {**AUTH, "Content-Type": "application/json",
-                                          "Content-Length": str(len(body))})
+    head = http_head(
+        "POST", "/predict", {**AUTH, "Content-Type": "application/json", "Content-Length": str(len(body))}
+    )
     answer = raw_exchange(server.port, head, iter([body + smuggled]))
     assert answer.status == 200
     assert answer.body.count(b"HTTP/1.1") == 0  # one answer only
 
 
-@pytest.mark.parametrize("headers", [
-    {"Content-Length": "100", "Transfer-Encoding": "chunked"},
-    {"Content-Length": "-1"},
-    {"Content-Length": "1e3"},
-    {"Transfer-Encoding": "gzip, chunked"},
-    {"Transfer-Encoding": "identity"},
-], ids=["length-and-chunked", "negative-length", "float-length", "gzip-chunked", "te-identity"])
-def test_framing_that_could_smuggle_a_request_is_refused(server: Server,
-                                                         headers: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Content-Length": "100", "Transfer-Encoding": "chunked"},
+        {"Content-Length": "-1"},
+        {"Content-Length": "1e3"},
+        {"Transfer-Encoding": "gzip, chunked"},
+        {"Transfer-Encoding": "identity"},
+    ],
+    ids=["length-and-chunked", "negative-length", "float-length", "gzip-chunked", "te-identity"],
+)
+def test_framing_that_could_smuggle_a_request_is_refused(server: Server, headers: dict[str, str]) -> None:
     """Requests a proxy and gunicorn could split differently are refused by gunicorn (400/501)."""
     head = http_head("POST", "/predict", {**AUTH, "Content-Type": "application/json", **headers})
     answer = raw_exchange(server.port, head, iter([b"0\r\n\r\n"]))
@@ -440,8 +567,10 @@ def test_framing_that_could_smuggle_a_request_is_refused(server: Server,
 
 
 def test_two_content_lengths_are_refused(server: Server) -> None:
-    head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 5\r\nContent-Length: 50\r\n\r\n")
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 5\r\nContent-Length: 50\r\n\r\n"
+    )
     answer = raw_exchange(server.port, head, iter([b"{}   "]))
     assert answer.status == 400, answer
 
@@ -449,9 +578,11 @@ def test_two_content_lengths_are_refused(server: Server) -> None:
 def test_oversized_headers_are_refused(server: Server) -> None:
     """gunicorn's limits: request line 4094 bytes, 100 header fields, 8190 bytes each. gunicorn
     answers these itself, before the app: with its HTML error page, not the JSON error shape."""
-    for head in (b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
-                 b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n",
-                 b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 200 + b"\r\n"):
+    for head in (
+        b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 200 + b"\r\n",
+    ):
         answer = raw_exchange(server.port, head)
         assert answer.status in (400, 414, 431), answer  # gunicorn's own (HTML) answers
     still_answers(server)
@@ -489,29 +620,33 @@ def pickle_npz(path: Path, tripwire: Path) -> None:
     atomic_write_bytes(path, data.getvalue())
 
 
-def test_a_pickle_npz_dropped_in_is_logged_and_never_loaded(server: Server, live_models: Path,
-                                                            tmp_path: Path) -> None:
+def test_a_pickle_npz_dropped_in_is_logged_and_never_loaded(
+    server: Server, live_models: Path, tmp_path: Path
+) -> None:
     tripwire = tmp_path / "unpickled"
-    version_before = requests.get(server.url + "/v1/models/mnist", headers=AUTH,
-                                  timeout=10).json()["versions"]
+    version_before = requests.get(server.url + "/v1/models/mnist", headers=AUTH, timeout=10).json()[
+        "versions"
+    ]
     pickle_npz(live_models / "mnist" / "2" / "model.npz", tripwire)  # a new version of mnist
     pickle_npz(live_models / "evil.npz", tripwire)  # a new model
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        failures = [json.loads(line) for line in server.log_text().splitlines()
-                    if '"model_load_failed"' in line]
+        failures = [
+            json.loads(line) for line in server.log_text().splitlines() if '"model_load_failed"' in line
+        ]
         if len({(f["pid"], f["path"]) for f in failures}) >= 2 * len(server.workers()):
             break
         time.sleep(POLL_SECONDS)
-    assert {(f["path"]) for f in failures} == {str(live_models / "mnist" / "2" / "model.npz"),
-                                               str(live_models / "evil.npz")}
+    assert {(f["path"]) for f in failures} == {
+        str(live_models / "mnist" / "2" / "model.npz"),
+        str(live_models / "evil.npz"),
+    }
     assert not tripwire.exists()
     for _ in range(8):  # both workers
         info = requests.get(server.url + "/v1/models", headers=AUTH, timeout=10).json()
         assert [m["name"] for m in info["models"]] == ["fashion-mnist", "mnist"]
         assert info["models"][1]["versions"] == version_before
-        predict = requests.post(server.url + "/predict", json={"inputs": [ROW]}, headers=AUTH,
-                                timeout=10)
+        predict = requests.post(server.url + "/predict", json={"inputs": [ROW]}, headers=AUTH, timeout=10)
         assert predict.status_code == 200 and predict.json()["version"] == "1"
     (live_models / "evil.npz").unlink()
     (live_models / "mnist" / "2" / "model.npz").unlink()
@@ -569,8 +704,9 @@ def slow_client(port: int, fast: bytes, slow: bytes, step: float, until: float) 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["headers", "body"])
-def test_slow_clients_hold_a_sync_worker_until_the_timeout(live_models: Path, tmp_path: Path,
-                                                           where: str) -> None:
+def test_slow_clients_hold_a_sync_worker_until_the_timeout(
+    live_models: Path, tmp_path: Path, where: str
+) -> None:
     """Slowloris: 4 clients that send a byte every 0.5 s hold both sync workers. Each is freed
     by gunicorn's TIMEOUT (the worker is killed and replaced), so a well-behaved client waits
     at most about (clients / workers) x TIMEOUT, then is served. Production needs a buffering
@@ -584,12 +720,15 @@ def test_slow_clients_hold_a_sync_worker_until_the_timeout(live_models: Path, tm
         prober.start()
         time.sleep(1)
         body = _json({"inputs": [ROW]})
-        head = http_head("POST", "/predict", {**AUTH, "Content-Type": "application/json",
-                                              "Content-Length": str(len(body))})
+        head = http_head(
+            "POST", "/predict", {**AUTH, "Content-Type": "application/json", "Content-Length": str(len(body))}
+        )
         fast, slow = (b"", head + body) if where == "headers" else (head, body)
         until = time.monotonic() + 3 * TIMEOUT
-        threads = [threading.Thread(target=slow_client, args=(server.port, fast, slow, 0.5, until))
-                   for _ in range(clients)]
+        threads = [
+            threading.Thread(target=slow_client, args=(server.port, fast, slow, 0.5, until))
+            for _ in range(clients)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -601,8 +740,10 @@ def test_slow_clients_hold_a_sync_worker_until_the_timeout(live_models: Path, tm
         assert probe.longest_wait() < bound, probe.results
         assert all(ok for _, _, ok in probe.results[-3:]), probe.results  # served again
         assert "WORKER TIMEOUT" in server.log_text()
-        print(f"\nslowloris ({where}): {clients} slow clients, 2 workers, TIMEOUT {TIMEOUT}s: "
-              f"longest wait of a normal request {probe.longest_wait():.1f}s, "
-              f"{sum(not ok for _, _, ok in probe.results)} of {len(probe.results)} failed")
+        print(
+            f"\nslowloris ({where}): {clients} slow clients, 2 workers, TIMEOUT {TIMEOUT}s: "
+            f"longest wait of a normal request {probe.longest_wait():.1f}s, "
+            f"{sum(not ok for _, _, ok in probe.results)} of {len(probe.results)} failed"
+        )
     finally:
         gen.close()

@@ -22,8 +22,9 @@ SECONDS = 20
 FAULT_SECONDS = 6
 CONCURRENCY = 32
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(),
-                                reason="bench/soak.py reads workers' memory from Linux's /proc")
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/status").exists(), reason="bench/soak.py reads workers' memory from Linux's /proc"
+)
 
 
 @pytest.mark.slow
@@ -31,10 +32,26 @@ def test_bounded_soak_keeps_every_promise(tmp_path: Path) -> None:
     write_model(tmp_path / "models" / "mnist.npz", seed=1)
     report_path = tmp_path / "soak.json"
     result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "soak.py"), "--duration", str(SECONDS),
-         "--fault-seconds", str(FAULT_SECONDS), "--concurrency", str(CONCURRENCY),
-         "--model-dir", str(tmp_path / "models"), "--check", "--json", str(report_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=SECONDS + 4 * FAULT_SECONDS + 120)
+        [
+            sys.executable,
+            str(REPO / "bench" / "soak.py"),
+            "--duration",
+            str(SECONDS),
+            "--fault-seconds",
+            str(FAULT_SECONDS),
+            "--concurrency",
+            str(CONCURRENCY),
+            "--model-dir",
+            str(tmp_path / "models"),
+            "--check",
+            "--json",
+            str(report_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=SECONDS + 4 * FAULT_SECONDS + 120,
+    )
     output = result.stdout + result.stderr
     print("\n" + output[-4000:])
     assert result.returncode == 0, output[-10000:]

@@ -31,8 +31,9 @@ def mnist_sample(mnist_sample_dir: Path) -> tuple[NDArray[np.uint8], NDArray[np.
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory,
-              mnist_sample: tuple[NDArray[np.uint8], NDArray[np.intp]]) -> Path:
+def model_dir(
+    tmp_path_factory: pytest.TempPathFactory, mnist_sample: tuple[NDArray[np.uint8], NDArray[np.intp]]
+) -> Path:
     """``mnist.npz``: float32, trained on the real sample; ``fashion-mnist.npz``: float64, untrained.
 
     Two models with different dtypes and class names, so nothing assumes one of either.
@@ -45,25 +46,41 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory,
     for _ in range(12):  # epochs: ~240 SGD steps, about 99% accuracy on these 1,000 digits
         order = rng.permutation(len(x))
         for start in range(0, len(x), 50):
-            batch = order[start:start + 50]
+            batch = order[start : start + 50]
             net.sgd_step(x[batch], labels[batch], learning_rate=0.5)
-    save_model(directory / "mnist.npz", net, {
-        "input_shape": [28, 28], "class_names": DIGITS, "pixel_preprocessing": "x / 255",
-        "dataset": {"name": "mnist-sample"},
-        "metrics": {"train_accuracy": net.accuracy(x, labels)},
-    })
+    save_model(
+        directory / "mnist.npz",
+        net,
+        {
+            "input_shape": [28, 28],
+            "class_names": DIGITS,
+            "pixel_preprocessing": "x / 255",
+            "dataset": {"name": "mnist-sample"},
+            "metrics": {"train_accuracy": net.accuracy(x, labels)},
+        },
+    )
     fashion = TwoLayerNet(784, 8, 10, rng=np.random.default_rng(1), dtype=np.float64)
-    save_model(directory / "fashion-mnist.npz", fashion, {
-        "input_shape": [784], "class_names": FASHION_CLASSES, "dataset": {"name": "fashion-mnist"},
-    })
+    save_model(
+        directory / "fashion-mnist.npz",
+        fashion,
+        {
+            "input_shape": [784],
+            "class_names": FASHION_CLASSES,
+            "dataset": {"name": "fashion-mnist"},
+        },
+    )
     (directory / "README.md").write_text("not a model: ignored\n")
     return directory
 
 
 @pytest.fixture(scope="session")
 def settings(model_dir: Path) -> Settings:
-    return Settings(model_dir=model_dir, default_model="mnist", max_batch_size=TEST_MAX_BATCH,
-                    max_request_bytes=TEST_MAX_REQUEST_BYTES)
+    return Settings(
+        model_dir=model_dir,
+        default_model="mnist",
+        max_batch_size=TEST_MAX_BATCH,
+        max_request_bytes=TEST_MAX_REQUEST_BYTES,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,18 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw
 
 DIGITS = [str(d) for d in range(10)]
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 #: Small limits so the over-the-limit cases stay cheap (the gunicorn tests use the same).
 TEST_MAX_BATCH = 16
 TEST_MAX_REQUEST_BYTES = 128 * 1024
@@ -25,8 +35,14 @@ def png_bytes(image: Image.Image, fmt: str = "PNG", **save_args: object) -> byte
     return buffer.getvalue()
 
 
-def drawn_digit(digit: str, size: int = 200, ink: int = 0, paper: int = 255,
-                mode: str = "L", offset: tuple[int, int] = (0, 0)) -> Image.Image:
+def drawn_digit(
+    digit: str,
+    size: int = 200,
+    ink: int = 0,
+    paper: int = 255,
+    mode: str = "L",
+    offset: tuple[int, int] = (0, 0),
+) -> Image.Image:
     """A thick hand-drawn-style digit (0, 1 or 7) on a canvas, like a drawing app produces."""
     image = Image.new(mode, (size, size), paper if mode == "L" else (paper, paper, paper))
     draw = ImageDraw.Draw(image)
@@ -48,8 +64,9 @@ def drawn_digit(digit: str, size: int = 200, ink: int = 0, paper: int = 255,
     return image
 
 
-def sample_as_photo(digit: NDArray[np.uint8], size: int = 140,
-                    offset: tuple[int, int] = (30, 50)) -> Image.Image:
+def sample_as_photo(
+    digit: NDArray[np.uint8], size: int = 140, offset: tuple[int, int] = (30, 50)
+) -> Image.Image:
     """A real MNIST digit as a user would photograph it: black ink on white, larger, off-centre."""
     ink = Image.fromarray(255 - digit).resize((size, size), Image.Resampling.BICUBIC)
     canvas = Image.new("L", (size + 100, size + 100), 255)
@@ -59,10 +76,19 @@ def sample_as_photo(digit: NDArray[np.uint8], size: int = 140,
 
 def bomb_png(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
+        + chunk(b"IEND", b"")
+    )

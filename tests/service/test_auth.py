@@ -22,8 +22,16 @@ TOKEN = "s3cret-token-for-tests"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 #: Every route that answers without the token when one is set (rules as Flask writes them).
 OPEN_RULES = {
-    "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/", "/static/<path:filename>",
-    "/v2/health/live", "/v2/health/ready", "/v2/models/<name>/ready",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/",
+    "/static/<path:filename>",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/v2/models/<name>/ready",
     "/v2/models/<name>/versions/<version>/ready",
 }
 
@@ -32,8 +40,7 @@ def with_admin(app: Flask) -> Flask:
     """The app with an ``admin`` blueprint: the service's own, or a stand-in until it is there."""
     if "admin" not in app.blueprints:
         stand_in = Blueprint("admin", __name__)
-        stand_in.add_url_rule("/v1/admin/reload", "reload", lambda: {"reloaded": True},
-                              methods=["POST"])
+        stand_in.add_url_rule("/v1/admin/reload", "reload", lambda: {"reloaded": True}, methods=["POST"])
         app.register_blueprint(stand_in)
     return app
 
@@ -65,8 +72,13 @@ def _routes(app: Flask) -> list[tuple[str, str, str]]:
     routes = []
     for rule in app.url_map.iter_rules():
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            routes.append((rule.rule, method, _fill(rule.rule, {
-                "name": "mnist", "version": version, "filename": "demo/demo.js"})))
+            routes.append(
+                (
+                    rule.rule,
+                    method,
+                    _fill(rule.rule, {"name": "mnist", "version": version, "filename": "demo/demo.js"}),
+                )
+            )
     return routes
 
 
@@ -82,22 +94,28 @@ def test_token_from_the_environment_or_a_file(tmp_path: Path) -> None:
     assert TOKEN not in repr(Settings(auth_token=TOKEN))
 
 
-@pytest.mark.parametrize("env,message", [
-    ({"AUTH_TOKEN": ""}, "AUTH_TOKEN is set but empty"),
-    ({"AUTH_TOKEN": "two words"}, "AUTH_TOKEN must be printable ASCII without spaces"),
-    ({"AUTH_TOKEN": "naïve"}, "AUTH_TOKEN must be printable ASCII without spaces"),
-    ({"AUTH_TOKEN": "a", "AUTH_TOKEN_FILE": "FILE"}, "set AUTH_TOKEN or AUTH_TOKEN_FILE, not both"),
-    ({"AUTH_TOKEN_FILE": "/nonexistent/token"},
-     "AUTH_TOKEN_FILE /nonexistent/token: cannot read it (No such file or directory)"),
-    ({"AUTH_TOKEN_FILE": "EMPTY"}, "AUTH_TOKEN_FILE is empty"),
-    ({"AUTH_TOKEN_FILE": "DIR"}, "AUTH_TOKEN_FILE DIR: cannot read it (Is a directory)"),
-], ids=["empty", "space", "not-ascii", "both", "missing-file", "empty-file", "directory"])
-def test_bad_token_settings_stop_start_up_with_one_line(tmp_path: Path, env: dict[str, str],
-                                                         message: str) -> None:
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"AUTH_TOKEN": ""}, "AUTH_TOKEN is set but empty"),
+        ({"AUTH_TOKEN": "two words"}, "AUTH_TOKEN must be printable ASCII without spaces"),
+        ({"AUTH_TOKEN": "naïve"}, "AUTH_TOKEN must be printable ASCII without spaces"),
+        ({"AUTH_TOKEN": "a", "AUTH_TOKEN_FILE": "FILE"}, "set AUTH_TOKEN or AUTH_TOKEN_FILE, not both"),
+        (
+            {"AUTH_TOKEN_FILE": "/nonexistent/token"},
+            "AUTH_TOKEN_FILE /nonexistent/token: cannot read it (No such file or directory)",
+        ),
+        ({"AUTH_TOKEN_FILE": "EMPTY"}, "AUTH_TOKEN_FILE is empty"),
+        ({"AUTH_TOKEN_FILE": "DIR"}, "AUTH_TOKEN_FILE DIR: cannot read it (Is a directory)"),
+    ],
+    ids=["empty", "space", "not-ascii", "both", "missing-file", "empty-file", "directory"],
+)
+def test_bad_token_settings_stop_start_up_with_one_line(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
     (tmp_path / "file").write_text("tok")
     (tmp_path / "empty").write_text("\n")
-    paths = {"FILE": str(tmp_path / "file"), "EMPTY": str(tmp_path / "empty"),
-             "DIR": str(tmp_path)}
+    paths = {"FILE": str(tmp_path / "file"), "EMPTY": str(tmp_path / "empty"), "DIR": str(tmp_path)}
     env = {k: paths.get(v, v) for k, v in env.items()}
     with pytest.raises(SettingsError) as info:
         Settings.from_env(env)
@@ -106,8 +124,7 @@ def test_bad_token_settings_stop_start_up_with_one_line(tmp_path: Path, env: dic
 
 
 # --- which routes need it -----------------------------------------------------------------
-def test_every_route_needs_the_token_unless_it_is_open(auth_client: FlaskClient,
-                                                       auth_app: Flask) -> None:
+def test_every_route_needs_the_token_unless_it_is_open(auth_client: FlaskClient, auth_app: Flask) -> None:
     routes = _routes(auth_app)
     assert {"/v2/models/<name>/infer", "/predict", "/v1/admin/reload"} <= {r for r, _, _ in routes}
     for rule, method, url in routes:
@@ -131,27 +148,31 @@ def test_without_a_token_everything_but_admin_is_open(open_app: Flask) -> None:
         if rule.startswith("/v1/admin/"):
             assert response.status_code == 403
             assert response.get_json()["error"] == {
-                "status": 403, "code": "forbidden",
-                "message": "admin endpoints are disabled: set AUTH_TOKEN (or AUTH_TOKEN_FILE)"}
+                "status": 403,
+                "code": "forbidden",
+                "message": "admin endpoints are disabled: set AUTH_TOKEN (or AUTH_TOKEN_FILE)",
+            }
         else:
             assert response.status_code not in (401, 403), (rule, method)
 
 
-@pytest.mark.parametrize("header,invalid", [
-    (None, False),
-    ("", False),
-    ("Bearer", False),
-    ("Bearer ", False),
-    (f"Basic {TOKEN}", False),
-    (f"Token {TOKEN}", False),
-    ("Bearer wrong", True),
-    (f"Bearer {TOKEN}x", True),
-    (f"Bearer {TOKEN[:-1]}", True),
-    (f"Bearer {TOKEN.upper()}", True),
-    ("Bearer naïve", True),
-])
-def test_401_in_each_api_s_error_shape(auth_client: FlaskClient, header: str | None,
-                                       invalid: bool) -> None:
+@pytest.mark.parametrize(
+    "header,invalid",
+    [
+        (None, False),
+        ("", False),
+        ("Bearer", False),
+        ("Bearer ", False),
+        (f"Basic {TOKEN}", False),
+        (f"Token {TOKEN}", False),
+        ("Bearer wrong", True),
+        (f"Bearer {TOKEN}x", True),
+        (f"Bearer {TOKEN[:-1]}", True),
+        (f"Bearer {TOKEN.upper()}", True),
+        ("Bearer naïve", True),
+    ],
+)
+def test_401_in_each_api_s_error_shape(auth_client: FlaskClient, header: str | None, invalid: bool) -> None:
     headers = {} if header is None else {"Authorization": header}
     challenge = 'Bearer realm="digits-serving"' + (', error="invalid_token"' if invalid else "")
     v1 = auth_client.post("/predict", json={"inputs": [[0.0] * 784]}, headers=headers)
@@ -196,8 +217,11 @@ def token_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(server_env: dict[str, str], token_file: Path,  # noqa: F811 - imported fixture
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(
+    server_env: dict[str, str],  # noqa: F811 - imported fixture
+    token_file: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
     log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
     proc = gunicorn({**server_env, "AUTH_TOKEN_FILE": str(token_file)}, log)
     try:
@@ -231,8 +255,10 @@ def test_the_demo_page_loads_without_the_token(server: str) -> None:
     assert requests.get(f"{server}/v1/models", timeout=5).status_code == 401
 
 
-def test_a_missing_token_file_stops_gunicorn_with_one_line(server_env: dict[str, str],  # noqa: F811
-                                                           tmp_path: Path) -> None:
+def test_a_missing_token_file_stops_gunicorn_with_one_line(
+    server_env: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
     log = tmp_path / "gunicorn.log"
     proc = gunicorn({**server_env, "AUTH_TOKEN_FILE": str(tmp_path / "missing")}, log)
     try:
@@ -243,8 +269,8 @@ def test_a_missing_token_file_stops_gunicorn_with_one_line(server_env: dict[str,
     output = log.read_text()
     assert code != 0
     assert [line for line in output.splitlines() if line.startswith("error:")] == [
-        f"error: AUTH_TOKEN_FILE {tmp_path / 'missing'}: cannot read it (No such file or "
-        "directory)"]
+        f"error: AUTH_TOKEN_FILE {tmp_path / 'missing'}: cannot read it (No such file or directory)"
+    ]
     assert "Traceback" not in output
 
 
@@ -254,14 +280,21 @@ def test_the_demo_in_a_browser_asks_for_the_token_and_then_works(server: str) ->
     if not Path(chromium).is_file():
         pytest.skip(f"no Chromium at {chromium}")
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update"])
+        browser = playwright.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+            ],
+        )
         try:
             page = browser.new_page()
             page.goto(server + "/")
-            sync_api.expect(page.locator("#error")).to_contain_text(
-                "This server needs an access token")
+            sync_api.expect(page.locator("#error")).to_contain_text("This server needs an access token")
             page.fill("#token", TOKEN)
             page.press("#token", "Enter")  # a change event: the models are asked for again
             sync_api.expect(page.locator("#model")).to_be_enabled()

@@ -18,15 +18,18 @@ from service.settings import Settings, SettingsError
 ORIGIN = "https://app.example.com"
 OTHER = "https://evil.example.net"
 TOKEN = "cors-test-token"
-PREFLIGHT = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
-             "Access-Control-Request-Headers": "authorization, content-type, "
-                                               "inference-header-content-length"}
+PREFLIGHT = {
+    "Origin": ORIGIN,
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "authorization, content-type, inference-header-content-length",
+}
 
 
 @pytest.fixture(scope="module")
 def cors_app(settings: Settings) -> Flask:
-    return create_app(dataclasses.replace(settings, cors_origins=(ORIGIN, "http://localhost:3000"),
-                                          auth_token=TOKEN))
+    return create_app(
+        dataclasses.replace(settings, cors_origins=(ORIGIN, "http://localhost:3000"), auth_token=TOKEN)
+    )
 
 
 @pytest.fixture
@@ -37,13 +40,23 @@ def cors(cors_app: Flask) -> FlaskClient:
 def test_origins_from_the_environment() -> None:
     assert Settings.from_env({}).cors_origins == ()
     assert Settings.from_env({"CORS_ORIGINS": ""}).cors_origins == ()  # set but empty: off
-    assert Settings.from_env({"CORS_ORIGINS": f" {ORIGIN}, HTTP://LocalHost:3000 ,"}
-                             ).cors_origins == (ORIGIN, "http://localhost:3000")
+    assert Settings.from_env({"CORS_ORIGINS": f" {ORIGIN}, HTTP://LocalHost:3000 ,"}).cors_origins == (
+        ORIGIN,
+        "http://localhost:3000",
+    )
     assert Settings.from_env({"CORS_ORIGINS": "*"}).cors_origins == ("*",)
 
 
-@pytest.mark.parametrize("value", ["app.example.com", "https://app.example.com/",
-                                   "https://app.example.com/path", "null", "ftp://x.example"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "app.example.com",
+        "https://app.example.com/",
+        "https://app.example.com/path",
+        "null",
+        "ftp://x.example",
+    ],
+)
 def test_a_value_that_is_not_an_origin_stops_start_up(value: str) -> None:
     with pytest.raises(SettingsError, match="^CORS_ORIGINS: .* is not an origin"):
         Settings.from_env({"CORS_ORIGINS": f"{ORIGIN},{value}"})
@@ -76,16 +89,21 @@ def test_another_origin_gets_no_cors_headers(cors: FlaskClient) -> None:
     assert response.status_code == 200
     assert "Access-Control-Allow-Origin" not in response.headers
     assert "Origin" in response.headers["Vary"]  # caches must not serve it to the listed one
-    assert "Access-Control-Allow-Origin" not in cors.options(
-        "/v2/models/mnist/infer", headers={**PREFLIGHT, "Origin": OTHER}).headers
+    assert (
+        "Access-Control-Allow-Origin"
+        not in cors.options("/v2/models/mnist/infer", headers={**PREFLIGHT, "Origin": OTHER}).headers
+    )
 
 
-@pytest.mark.parametrize("path,method", [
-    ("/v2/models/mnist/infer", "POST"),
-    ("/v1/models/mnist/predict", "POST"),
-    ("/predict", "POST"),
-    ("/v2/models/mnist", "GET"),
-])
+@pytest.mark.parametrize(
+    "path,method",
+    [
+        ("/v2/models/mnist/infer", "POST"),
+        ("/v1/models/mnist/predict", "POST"),
+        ("/predict", "POST"),
+        ("/v2/models/mnist", "GET"),
+    ],
+)
 def test_preflight_answers_without_a_token(cors: FlaskClient, path: str, method: str) -> None:
     response = cors.options(path, headers={**PREFLIGHT, "Access-Control-Request-Method": method})
     assert response.status_code == 200
@@ -93,8 +111,13 @@ def test_preflight_answers_without_a_token(cors: FlaskClient, path: str, method:
     assert headers["Access-Control-Allow-Origin"] == ORIGIN
     assert method in headers["Access-Control-Allow-Methods"]
     allowed = {h.strip().lower() for h in headers["Access-Control-Allow-Headers"].split(",")}
-    assert {"authorization", "content-type", "x-request-id", "inference-header-content-length",
-            "content-encoding"} <= allowed
+    assert {
+        "authorization",
+        "content-type",
+        "x-request-id",
+        "inference-header-content-length",
+        "content-encoding",
+    } <= allowed
     assert int(headers["Access-Control-Max-Age"]) > 0
 
 
@@ -107,8 +130,10 @@ def test_any_origin(settings: Settings) -> None:
 
 # --- a real gunicorn ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def server(server_env: dict[str, str],  # noqa: F811 - the fixture imported above
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(
+    server_env: dict[str, str],  # noqa: F811 - the fixture imported above
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
     log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
     proc = gunicorn({**server_env, "CORS_ORIGINS": ORIGIN, "AUTH_TOKEN": TOKEN}, log)
     try:
@@ -123,12 +148,13 @@ def test_a_browser_s_preflight_then_request_over_http(server: str) -> None:
     assert preflight.status_code == 200
     assert preflight.headers["Access-Control-Allow-Origin"] == ORIGIN
     assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
-    body = {"inputs": [{"name": "input", "shape": [1, 784], "datatype": "UINT8",
-                        "data": [0] * 784}]}
-    answer = requests.post(url, json=body, timeout=5, headers={
-        "Origin": ORIGIN, "Authorization": f"Bearer {TOKEN}"})
+    body = {"inputs": [{"name": "input", "shape": [1, 784], "datatype": "UINT8", "data": [0] * 784}]}
+    answer = requests.post(
+        url, json=body, timeout=5, headers={"Origin": ORIGIN, "Authorization": f"Bearer {TOKEN}"}
+    )
     assert answer.status_code == 200
     assert answer.headers["Access-Control-Allow-Origin"] == ORIGIN
-    other = requests.post(url, json=body, timeout=5, headers={
-        "Origin": OTHER, "Authorization": f"Bearer {TOKEN}"})
+    other = requests.post(
+        url, json=body, timeout=5, headers={"Origin": OTHER, "Authorization": f"Bearer {TOKEN}"}
+    )
     assert "Access-Control-Allow-Origin" not in other.headers

@@ -90,8 +90,7 @@ def test_every_url_of_the_page_resolves(app: Flask, base: str, png: bytes) -> No
         assert response.status_code == 200, link
     assert client.get(urljoin(base, "v1/models")).get_json()["default_model"] == "mnist"
     for action in ("predict", "preprocess"):
-        response = client.post(urljoin(base, f"v1/models/mnist/{action}"), data=png,
-                               content_type="image/png")
+        response = client.post(urljoin(base, f"v1/models/mnist/{action}"), data=png, content_type="image/png")
         assert response.status_code == 200, response.get_data(as_text=True)
 
 
@@ -105,11 +104,11 @@ def test_the_prefix_without_its_slash_redirects_to_the_page(app: Flask) -> None:
 
 # --- preprocess -------------------------------------------------------------------------------
 @pytest.mark.parametrize("preprocess", [True, False])
-def test_preprocess_answers_the_inputs_that_predict_computes(client: FlaskClient, png: bytes,
-                                                             preprocess: bool) -> None:
+def test_preprocess_answers_the_inputs_that_predict_computes(
+    client: FlaskClient, png: bytes, preprocess: bool
+) -> None:
     query = "" if preprocess else "?preprocess=false"
-    response = client.post(f"/v1/models/mnist/preprocess{query}", data=png,
-                           content_type="image/png")
+    response = client.post(f"/v1/models/mnist/preprocess{query}", data=png, content_type="image/png")
     assert response.status_code == 200
     body = response.get_json()
     assert PreprocessResponseSchema().validate(body) == {}
@@ -120,20 +119,24 @@ def test_preprocess_answers_the_inputs_that_predict_computes(client: FlaskClient
     np.testing.assert_array_equal(inputs[0], expected)
 
     # Sent back as numbers, they give exactly the prediction the image gave.
-    from_image = client.post(f"/v1/models/mnist/predict{query}", data=png,
-                             content_type="image/png").get_json()
+    from_image = client.post(
+        f"/v1/models/mnist/predict{query}", data=png, content_type="image/png"
+    ).get_json()
     from_inputs = client.post("/v1/models/mnist/predict", json={"inputs": body["inputs"]}).get_json()
     assert from_inputs["predictions"] == from_image["predictions"]
 
 
 def test_preprocess_takes_every_form_predict_takes(client: FlaskClient, png: bytes) -> None:
-    as_file = client.post("/v1/models/mnist/preprocess",
-                          data={"image": (io.BytesIO(png), "seven.png")})
-    as_json = client.post("/v1/models/mnist/preprocess", json={
-        "images": ["data:image/png;base64," + base64.b64encode(png).decode()] * 2,
-    })
-    numbers = client.post("/v1/models/mnist/preprocess",
-                          json={"inputs": [[255] * 784], "pixel_range": "0-255"})
+    as_file = client.post("/v1/models/mnist/preprocess", data={"image": (io.BytesIO(png), "seven.png")})
+    as_json = client.post(
+        "/v1/models/mnist/preprocess",
+        json={
+            "images": ["data:image/png;base64," + base64.b64encode(png).decode()] * 2,
+        },
+    )
+    numbers = client.post(
+        "/v1/models/mnist/preprocess", json={"inputs": [[255] * 784], "pixel_range": "0-255"}
+    )
     assert [r.status_code for r in (as_file, as_json, numbers)] == [200, 200, 200]
     assert as_json.get_json()["inputs"] == as_file.get_json()["inputs"] * 2
     assert np.asarray(numbers.get_json()["inputs"]).shape == (1, 28, 28)
@@ -149,24 +152,41 @@ def test_preprocess_without_a_name_uses_the_default_model(client: FlaskClient, p
 def test_preprocess_follows_the_models_image_style(client: FlaskClient) -> None:
     """Fashion-MNIST fits the item to the whole field, MNIST to a 20x20 box."""
     square = png_bytes(drawn_digit("0", size=200))
-    fields = {name: np.asarray(client.post(f"/v1/models/{name}/preprocess", data=square,
-                                           content_type="image/png").get_json()["inputs"][0])
-              for name in ("mnist", "fashion-mnist")}
+    fields = {
+        name: np.asarray(
+            client.post(f"/v1/models/{name}/preprocess", data=square, content_type="image/png").get_json()[
+                "inputs"
+            ][0]
+        )
+        for name in ("mnist", "fashion-mnist")
+    }
     rows = {name: np.flatnonzero(field.max(axis=1) > 0) for name, field in fields.items()}
     assert len(rows["fashion-mnist"]) > len(rows["mnist"])
 
 
-@pytest.mark.parametrize(("path", "kwargs", "status", "code"), [
-    ("/v1/models/mnist/preprocess", {"data": b"not an image", "content_type": "image/png"},
-     422, "validation_error"),
-    ("/v1/models/nope/preprocess", {"json": {"inputs": [[0.0] * 784]}}, 404, "model_not_found"),
-    ("/v1/models/mnist/preprocess", {"data": b"x", "content_type": "text/plain"},
-     415, "unsupported_media_type"),
-    ("/v1/models/mnist/preprocess", {"json": {"inputs": [[0.0] * 10]}}, 422, "validation_error"),
-], ids=["not-an-image", "unknown-model", "bad-content-type", "bad-shape"])
-def test_preprocess_errors_have_the_one_error_shape(client: FlaskClient, path: str,
-                                                    kwargs: dict[str, object], status: int,
-                                                    code: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "kwargs", "status", "code"),
+    [
+        (
+            "/v1/models/mnist/preprocess",
+            {"data": b"not an image", "content_type": "image/png"},
+            422,
+            "validation_error",
+        ),
+        ("/v1/models/nope/preprocess", {"json": {"inputs": [[0.0] * 784]}}, 404, "model_not_found"),
+        (
+            "/v1/models/mnist/preprocess",
+            {"data": b"x", "content_type": "text/plain"},
+            415,
+            "unsupported_media_type",
+        ),
+        ("/v1/models/mnist/preprocess", {"json": {"inputs": [[0.0] * 10]}}, 422, "validation_error"),
+    ],
+    ids=["not-an-image", "unknown-model", "bad-content-type", "bad-shape"],
+)
+def test_preprocess_errors_have_the_one_error_shape(
+    client: FlaskClient, path: str, kwargs: dict[str, object], status: int, code: str
+) -> None:
     response = client.post(path, **kwargs)
     body = response.get_json()
     assert (response.status_code, body["error"]["code"]) == (status, code)

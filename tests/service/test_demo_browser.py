@@ -29,12 +29,15 @@ from test_gunicorn import gunicorn, stop, wait_ready
 sync_api = pytest.importorskip(
     "playwright.sync_api",
     reason="Playwright for Python is not installed (pip install playwright): "
-           "the browser test of the demo page needs it",
+    "the browser test of the demo page needs it",
 )
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 if not Path(CHROMIUM).is_file():
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM=path): "
-                "the browser test of the demo page needs it", allow_module_level=True)
+    pytest.skip(
+        f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM=path): "
+        "the browser test of the demo page needs it",
+        allow_module_level=True,
+    )
 
 expect = sync_api.expect
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,14 +45,23 @@ MODEL_DIR = ROOT / "models"
 SCREENSHOT = ROOT / "docs" / "demo.png"
 PREFIX = "/some/prefix"
 #: Headless; no sandbox (CI runs as root); no GPU; no background calls out (the network is closed).
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 # Strokes in the 280x280 canvas's pixels, as a person draws them.
 ONE = [[(150, 45), (148, 90), (145, 140), (142, 190), (140, 235)]]
-SEVEN = [[(70, 62), (110, 58), (160, 58), (210, 60)],               # the bar, then
-         [(210, 60), (190, 100), (168, 145), (148, 195), (135, 240)]]  # the stem: two strokes
+SEVEN = [
+    [(70, 62), (110, 58), (160, 58), (210, 60)],  # the bar, then
+    [(210, 60), (190, 100), (168, 145), (148, 195), (135, 240)],
+]  # the stem: two strokes
 
 
 # --- servers ----------------------------------------------------------------------------------
@@ -57,8 +69,15 @@ SEVEN = [[(70, 62), (110, 58), (160, 58), (210, 60)],               # the bar, t
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """gunicorn serving the shipped models on a loopback port; yields the page's URL."""
     log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-    process = gunicorn({"MODEL_DIR": str(MODEL_DIR), "DEFAULT_MODEL": "mnist",
-                        "WEB_CONCURRENCY": "2", "WORKER_THREADS": "1"}, log)
+    process = gunicorn(
+        {
+            "MODEL_DIR": str(MODEL_DIR),
+            "DEFAULT_MODEL": "mnist",
+            "WEB_CONCURRENCY": "2",
+            "WORKER_THREADS": "1",
+        },
+        log,
+    )
     try:
         yield wait_ready(process, log) + "/"
     finally:
@@ -69,8 +88,17 @@ class _PrefixStrippingProxy(BaseHTTPRequestHandler):
     """``PREFIX/anything`` -> ``upstream/anything``, as a reverse proxy mounting the app does."""
 
     upstream: tuple[str, int]
-    hop_by_hop = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-                  "proxy-authorization", "proxy-authenticate", "host"}
+    hop_by_hop = {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "host",
+    }
 
     def _forward(self) -> None:
         if not self.path.startswith(PREFIX + "/"):
@@ -82,7 +110,7 @@ class _PrefixStrippingProxy(BaseHTTPRequestHandler):
         headers["X-Forwarded-Prefix"] = PREFIX
         upstream = http.client.HTTPConnection(*self.upstream, timeout=10)
         try:
-            upstream.request(self.command, self.path[len(PREFIX):], body=body, headers=headers)
+            upstream.request(self.command, self.path[len(PREFIX) :], body=body, headers=headers)
             answer = upstream.getresponse()
             data = answer.read()
         finally:
@@ -135,8 +163,14 @@ def page(browser: Any) -> Iterator[Any]:
     page = context.new_page()
     problems: list[str] = []
     page.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
-    page.on("console", lambda msg: problems.append(f"console: {msg.text}")
-            if msg.type == "error" and "Failed to load resource" not in msg.text else None)
+    page.on(
+        "console",
+        lambda msg: (
+            problems.append(f"console: {msg.text}")
+            if msg.type == "error" and "Failed to load resource" not in msg.text
+            else None
+        ),
+    )
     yield page
     context.close()
     assert not problems
@@ -164,11 +198,13 @@ def draw(page: Any, strokes: list[list[tuple[int, int]]]) -> None:
 
 def seen_ink(page: Any) -> float:
     """The total brightness of the 'what the model sees' canvas."""
-    return float(page.evaluate("""() => {
+    return float(
+        page.evaluate("""() => {
         const c = document.getElementById("seen");
         const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
         let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s / 255;
-    }"""))
+    }""")
+    )
 
 
 # --- tests ------------------------------------------------------------------------------------
@@ -208,8 +244,7 @@ def test_drawn_digits_are_recognised(page: Any, server: str, tmp_path: Path) -> 
     expect(page.locator("#bars li")).to_have_count(len(FASHION_CLASSES))
 
 
-def test_an_uploaded_image_shows_its_preprocessed_input(page: Any, server: str,
-                                                        tmp_path: Path) -> None:
+def test_an_uploaded_image_shows_its_preprocessed_input(page: Any, server: str, tmp_path: Path) -> None:
     photo = tmp_path / "seven.png"
     photo.write_bytes(png_bytes(drawn_digit("7", size=400, offset=(80, -40))))
     open_demo(page, server)
@@ -238,15 +273,21 @@ def test_an_api_error_is_shown_in_plain_words(page: Any, server: str, tmp_path: 
     page.click("#tab-file")
     page.set_input_files("#file", str(not_an_image))
     expect(page.locator("#error")).to_have_text(
-        "The server could not use this input: Not a PNG, JPEG, GIF, BMP or WebP image.")
+        "The server could not use this input: Not a PNG, JPEG, GIF, BMP or WebP image."
+    )
     expect(page.locator("#prediction")).to_have_text("–")
 
 
 def test_a_401_asks_for_the_access_token_and_the_token_is_sent(page: Any, server: str) -> None:
     open_demo(page, server)
-    page.route("**/v1/models/*/predict", lambda route: route.fulfill(
-        status=401, content_type="application/json",
-        body='{"error": {"status": 401, "code": "unauthorized", "message": "token required"}}'))
+    page.route(
+        "**/v1/models/*/predict",
+        lambda route: route.fulfill(
+            status=401,
+            content_type="application/json",
+            body='{"error": {"status": 401, "code": "unauthorized", "message": "token required"}}',
+        ),
+    )
     draw(page, ONE)
     expect(page.locator("#error")).to_contain_text("This server needs an access token")
     page.unroute("**/v1/models/*/predict")
@@ -283,8 +324,11 @@ def test_the_page_works_under_a_path_prefix_behind_a_proxy(page: Any, proxied: s
     draw(page, ONE)
     expect(page.locator("#prediction")).to_have_text("1")
     assert {u.split("?")[0] for u in urls} >= {
-        proxied, proxied + "static/demo/demo.css", proxied + "static/demo/demo.js",
-        proxied + "v1/models", proxied + "v1/models/mnist/predict",
+        proxied,
+        proxied + "static/demo/demo.css",
+        proxied + "static/demo/demo.js",
+        proxied + "v1/models",
+        proxied + "v1/models/mnist/predict",
         proxied + "v1/models/mnist/preprocess",
     }
     assert all(u.startswith(proxied) for u in urls), urls

@@ -15,8 +15,10 @@ from service.errors import APIError, StartupError, error_response
 
 def assert_error_shape(status: int, content_type: str | None, body: Any, case: Case) -> None:
     """The one error shape: {"error": {"status", "code", "message"[, "details"]}}."""
-    assert (status, body["error"]["code"] if isinstance(body, dict) and "error" in body
-            else body) == (case.status, case.code)
+    assert (status, body["error"]["code"] if isinstance(body, dict) and "error" in body else body) == (
+        case.status,
+        case.code,
+    )
     assert content_type is not None and content_type.startswith("application/json")
     assert set(body) == {"error"}
     error = body["error"]
@@ -48,9 +50,7 @@ def test_validation_details_are_marshmallow_messages(client: FlaskClient) -> Non
     response = client.post("/predict", json={"inputs": [[0.0] * 10]})
     details = response.get_json()["error"]["details"]
     assert list(details) == ["inputs"]
-    assert details["inputs"] == [
-        "Each input must be 28x28 nested lists or 784 numbers; got 10 numbers."
-    ]
+    assert details["inputs"] == ["Each input must be 28x28 nested lists or 784 numbers; got 10 numbers."]
 
 
 def test_an_image_error_names_the_image(client: FlaskClient) -> None:
@@ -88,13 +88,17 @@ def failing_app(settings: Any) -> Flask:
     return app
 
 
-@pytest.mark.parametrize(("path", "status", "code"), [
-    ("/_test/bug", 500, "internal_error"),
-    ("/_test/abort", 500, "internal_error"),
-    ("/_test/domain", 400, "bad_request"),
-])
-def test_server_faults_use_the_same_shape(failing_app: Flask, path: str, status: int,
-                                          code: str, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/_test/bug", 500, "internal_error"),
+        ("/_test/abort", 500, "internal_error"),
+        ("/_test/domain", 400, "bad_request"),
+    ],
+)
+def test_server_faults_use_the_same_shape(
+    failing_app: Flask, path: str, status: int, code: str, caplog: pytest.LogCaptureFixture
+) -> None:
     response = failing_app.test_client().get(path)
     body = response.get_json()
     assert (response.status_code, body["error"]["code"]) == (status, code)

@@ -32,7 +32,10 @@ def gunicorn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(CONF), "--bind", "127.0.0.1:0"],
-            cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
 
@@ -103,10 +106,10 @@ def server(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
 # --- the contract over HTTP ---------------------------------------------------------------
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_error_contract_over_http(server: str, case: Case) -> None:
-    response = requests.request(case.method, server + case.path, data=case.body,
-                                headers=case.headers, timeout=10)
-    assert_error_shape(response.status_code, response.headers.get("Content-Type"),
-                       response.json(), case)
+    response = requests.request(
+        case.method, server + case.path, data=case.body, headers=case.headers, timeout=10
+    )
+    assert_error_shape(response.status_code, response.headers.get("Content-Type"), response.json(), case)
 
 
 def test_same_answers_as_the_test_client(server: str, client: FlaskClient) -> None:
@@ -124,22 +127,25 @@ def test_a_large_body_is_read_whole(server: str, client: FlaskClient, chunked: b
     x = rng.random((TEST_MAX_BATCH, 784)).round(6)
     body = json.dumps({"inputs": x.tolist()}).encode()
     assert 64 * 1024 < len(body) < TEST_MAX_REQUEST_BYTES
-    data = (body[i:i + 5000] for i in range(0, len(body), 5000)) if chunked else body
-    response = requests.post(f"{server}/predict", data=data, timeout=10,
-                             headers={"Content-Type": "application/json"})
+    data = (body[i : i + 5000] for i in range(0, len(body), 5000)) if chunked else body
+    response = requests.post(
+        f"{server}/predict", data=data, timeout=10, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 200, response.text
-    assert response.json() == client.post("/predict", data=body,
-                                          content_type="application/json").get_json()
+    assert response.json() == client.post("/predict", data=body, content_type="application/json").get_json()
 
 
 def test_image_uploads_over_http(server: str) -> None:
     png = png_bytes(drawn_digit("7"))
-    raw = requests.post(f"{server}/v1/models/mnist/predict", data=png,
-                        headers={"Content-Type": "image/png"}, timeout=10).json()
-    form = requests.post(f"{server}/accuracy", files=[("image", ("7.png", png, "image/png"))],
-                         data={"labels": "7"}, timeout=10).json()
-    encoded = requests.post(f"{server}/predict", timeout=10,
-                            json={"images": [base64.b64encode(png).decode()]}).json()
+    raw = requests.post(
+        f"{server}/v1/models/mnist/predict", data=png, headers={"Content-Type": "image/png"}, timeout=10
+    ).json()
+    form = requests.post(
+        f"{server}/accuracy", files=[("image", ("7.png", png, "image/png"))], data={"labels": "7"}, timeout=10
+    ).json()
+    encoded = requests.post(
+        f"{server}/predict", timeout=10, json={"images": [base64.b64encode(png).decode()]}
+    ).json()
     assert raw["predictions"][0]["label"] == 7
     assert (form["accuracy"], form["count"]) == (1.0, 1)
     assert encoded["predictions"] == raw["predictions"]
@@ -149,8 +155,7 @@ def test_health_models_and_docs_over_http(server: str) -> None:
     assert requests.get(f"{server}/healthz", timeout=5).json() == {"status": "ok"}
     assert requests.get(f"{server}/v1/models", timeout=5).json()["default_model"] == "mnist"
     assert "paths" in requests.get(f"{server}/openapi.json", timeout=5).json()
-    assert requests.get(f"{server}/docs", timeout=5).headers["Content-Type"].startswith(
-        "text/html")
+    assert requests.get(f"{server}/docs", timeout=5).headers["Content-Type"].startswith("text/html")
 
 
 # --- start-up and shutdown ----------------------------------------------------------------
@@ -159,16 +164,20 @@ def _broken_model_dir(tmp_path: Path, model_dir: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("env,line", [
-    ({"MODEL_DIR": "/nonexistent/models"}, "error: MODEL_DIR /nonexistent/models: no such directory"),
-    ({"DEFAULT_MODEL": "digits"}, "error: DEFAULT_MODEL 'digits' is not in"),
-    ({"MODEL_DIR": "BROKEN"}, "error: {broken}/mnist.npz: "),
-    # (not WEB_CONCURRENCY: gunicorn itself parses that one, with a traceback, before us)
-    ({"MAX_BATCH_SIZE": "many"}, "error: MAX_BATCH_SIZE must be an integer, got 'many'"),
-], ids=["missing-dir", "missing-default", "broken-model", "bad-setting"])
-def test_bad_start_exits_non_zero_with_one_line(server_env: dict[str, str], model_dir: Path,
-                                                tmp_path: Path, env: dict[str, str],
-                                                line: str) -> None:
+@pytest.mark.parametrize(
+    "env,line",
+    [
+        ({"MODEL_DIR": "/nonexistent/models"}, "error: MODEL_DIR /nonexistent/models: no such directory"),
+        ({"DEFAULT_MODEL": "digits"}, "error: DEFAULT_MODEL 'digits' is not in"),
+        ({"MODEL_DIR": "BROKEN"}, "error: {broken}/mnist.npz: "),
+        # (not WEB_CONCURRENCY: gunicorn itself parses that one, with a traceback, before us)
+        ({"MAX_BATCH_SIZE": "many"}, "error: MAX_BATCH_SIZE must be an integer, got 'many'"),
+    ],
+    ids=["missing-dir", "missing-default", "broken-model", "bad-setting"],
+)
+def test_bad_start_exits_non_zero_with_one_line(
+    server_env: dict[str, str], model_dir: Path, tmp_path: Path, env: dict[str, str], line: str
+) -> None:
     broken = _broken_model_dir(tmp_path, model_dir)
     env = {k: str(broken) if v == "BROKEN" else v for k, v in env.items()}
     _, output, errors = failed_start({**server_env, **env}, tmp_path / "gunicorn.log")
@@ -180,12 +189,16 @@ def test_bad_start_exits_non_zero_with_one_line(server_env: dict[str, str], mode
 
 def test_the_wsgi_module_exits_4_so_gunicorn_stops_instead_of_respawning(tmp_path: Path) -> None:
     """If a model breaks between the master's check and a worker's load (e.g. on HUP)."""
-    result = subprocess.run([sys.executable, "-c", "import service.wsgi"], cwd=REPO,
-                            env={**os.environ, "MODEL_DIR": str(tmp_path)},
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", "import service.wsgi"],
+        cwd=REPO,
+        env={**os.environ, "MODEL_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 4
-    assert result.stderr.strip().splitlines() == [
-        f"error: MODEL_DIR {tmp_path}: no .npz model files in it"]
+    assert result.stderr.strip().splitlines() == [f"error: MODEL_DIR {tmp_path}: no .npz model files in it"]
 
 
 def test_sigterm_stops_gracefully(server_env: dict[str, str], tmp_path: Path) -> None:

@@ -16,8 +16,10 @@ GRID = (28, 28)
 
 def centre_of_mass(a: NDArray[np.floating]) -> tuple[float, float]:
     total = a.sum()
-    return (float(a.sum(axis=1) @ np.arange(a.shape[0]) / total),
-            float(a.sum(axis=0) @ np.arange(a.shape[1]) / total))
+    return (
+        float(a.sum(axis=1) @ np.arange(a.shape[0]) / total),
+        float(a.sum(axis=0) @ np.arange(a.shape[1]) / total),
+    )
 
 
 def ink_box(a: NDArray[np.floating], level: float = 0.05) -> tuple[int, int]:
@@ -39,8 +41,7 @@ def test_a_black_one_on_white_becomes_a_centred_white_one_on_black() -> None:
     assert height == 20 and width < 8  # tall and thin, fitted into the 20x20 box
 
 
-@pytest.mark.parametrize("mode,ink,paper", [("L", 0, 255), ("L", 255, 0), ("RGB", 30, 220),
-                                            ("L", 200, 40)])
+@pytest.mark.parametrize("mode,ink,paper", [("L", 0, 255), ("L", 255, 0), ("RGB", 30, 220), ("L", 200, 40)])
 def test_light_and_dark_backgrounds_give_the_same_digit(mode: str, ink: int, paper: int) -> None:
     reference = load_image(png_bytes(drawn_digit("7")), GRID)
     x = load_image(png_bytes(drawn_digit("7", ink=ink, paper=paper, mode=mode)), GRID)
@@ -60,8 +61,9 @@ def test_transparent_background_is_flattened_onto_the_contrasting_colour(ink: in
 def test_a_real_mnist_digit_survives_the_round_trip(mnist_sample) -> None:
     """Enlarged, inverted and moved, then preprocessed: close to the original digit."""
     images, _ = mnist_sample
-    errors = [np.abs(load_image(png_bytes(sample_as_photo(im)), GRID) - im / 255).mean()
-              for im in images[:20]]
+    errors = [
+        np.abs(load_image(png_bytes(sample_as_photo(im)), GRID) - im / 255).mean() for im in images[:20]
+    ]
     assert np.median(errors) < 0.05
 
 
@@ -122,8 +124,9 @@ def test_grayscale_of_a_palette_image_with_transparency() -> None:
 def test_mnist_like_keeps_an_already_fitted_digit_unchanged(mnist_sample) -> None:
     """An MNIST digit already fills 20 rows and is centred: preprocessing barely moves it."""
     images, _ = mnist_sample
-    same = [np.abs(mnist_like(im / np.float32(255), GRID, 20 / 28, True) - im / 255).mean()
-            for im in images[:20]]
+    same = [
+        np.abs(mnist_like(im / np.float32(255), GRID, 20 / 28, True) - im / 255).mean() for im in images[:20]
+    ]
     assert np.median(same) < 0.01
 
 
@@ -139,8 +142,11 @@ def test_other_formats_are_refused_even_if_pillow_reads_them() -> None:
         decode(png_bytes(drawn_digit("1"), "TIFF"), max_pixels=10**6)
 
 
-@pytest.mark.parametrize("data", [b"", b"hello", b"\x89PNG\r\n\x1a\n", b"GIF89a" + b"\0" * 20],
-                         ids=["empty", "text", "png-signature-only", "gif-header-only"])
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"hello", b"\x89PNG\r\n\x1a\n", b"GIF89a" + b"\0" * 20],
+    ids=["empty", "text", "png-signature-only", "gif-header-only"],
+)
 def test_undecodable_bytes(data: bytes) -> None:
     with pytest.raises(InvalidImage):
         decode(data, max_pixels=10**6)
@@ -155,9 +161,11 @@ def test_truncated_files(fmt: str) -> None:
         decode(data[: len(data) // 2], max_pixels=10**6)
 
 
-@pytest.mark.parametrize("width,height", [(50_000, 50_000), (10_000, 10_000), (2_000, 1_000)],
-                         ids=["over-pillow-error-limit", "over-pillow-warning-limit",
-                              "over-our-limit"])
+@pytest.mark.parametrize(
+    "width,height",
+    [(50_000, 50_000), (10_000, 10_000), (2_000, 1_000)],
+    ids=["over-pillow-error-limit", "over-pillow-warning-limit", "over-our-limit"],
+)
 def test_decompression_bombs_are_refused_before_decoding(width: int, height: int) -> None:
     """A tiny file whose header claims a huge image: 413, whichever guard catches it first
     (pytest turns Pillow's DecompressionBombWarning into an error, as is configured)."""

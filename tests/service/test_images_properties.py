@@ -23,8 +23,16 @@ from PIL import Image
 from service.errors import ImageTooLarge
 from service.images import InvalidImage, load_image
 
-MAGIC = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"GIF87a", b"BM",
-         b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"RIFF\x00\x00\x00\x00WEBPVP8L"]
+MAGIC = [
+    b"",
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",
+    b"GIF89a",
+    b"GIF87a",
+    b"BM",
+    b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+    b"RIFF\x00\x00\x00\x00WEBPVP8L",
+]
 GRIDS = [(28, 28), (7, 5)]  # the MNIST grid, and a model whose input_shape is another grid
 #: Modes each format can hold (Pillow converts the rest on save, or refuses them).
 MODES = {
@@ -36,8 +44,9 @@ MODES = {
 }
 
 
-def outcome(data: bytes, grid: tuple[int, int], style: str, preprocess: bool,
-            max_pixels: int = 4096 * 4096) -> np.ndarray | None:
+def outcome(
+    data: bytes, grid: tuple[int, int], style: str, preprocess: bool, max_pixels: int = 4096 * 4096
+) -> np.ndarray | None:
     """The array ``load_image`` returns, checked, or None if it raised one of our errors."""
     try:
         x = load_image(data, grid, style, preprocess=preprocess, max_pixels=max_pixels)
@@ -49,14 +58,16 @@ def outcome(data: bytes, grid: tuple[int, int], style: str, preprocess: bool,
     return x
 
 
-_options = dict(grid=st.sampled_from(GRIDS), style=st.sampled_from(["mnist", "fashion-mnist"]),
-                preprocess=st.booleans())
+_options = dict(
+    grid=st.sampled_from(GRIDS), style=st.sampled_from(["mnist", "fashion-mnist"]), preprocess=st.booleans()
+)
 
 
 @settings(max_examples=examples(200))
 @given(magic=st.sampled_from(MAGIC), rest=st.binary(max_size=300), **_options)
-def test_arbitrary_bytes(magic: bytes, rest: bytes, grid: tuple[int, int], style: str,
-                         preprocess: bool) -> None:
+def test_arbitrary_bytes(
+    magic: bytes, rest: bytes, grid: tuple[int, int], style: str, preprocess: bool
+) -> None:
     outcome(magic + rest, grid, style, preprocess)
 
 
@@ -67,7 +78,7 @@ class Recipe:
     mode: str
     width: int
     height: int
-    content: str   # noise, blank, solid, stroke
+    content: str  # noise, blank, solid, stroke
     seed: int
     transparency: str  # none, index, bytes (PNG/GIF palette or colour key)
     orientation: int | None  # EXIF orientation tag, JPEG/WebP only
@@ -84,7 +95,7 @@ class Recipe:
             return np.full(shape, rng.integers(0, 256), np.uint8)
         canvas = np.full(shape, 255, np.uint8)  # a dark stroke on white paper
         r0, c0 = rng.integers(0, self.height), rng.integers(0, self.width)
-        canvas[r0:r0 + max(1, self.height // 3), c0:c0 + max(1, self.width // 8)] = 0
+        canvas[r0 : r0 + max(1, self.height // 3), c0 : c0 + max(1, self.width // 8)] = 0
         return canvas
 
     def image(self) -> Image.Image:
@@ -98,12 +109,16 @@ class Recipe:
             return Image.fromarray(gray.astype("<u2") * 257)  # mode I;16
         rgb = Image.merge("RGB", [base, base.transpose(Image.Transpose.FLIP_LEFT_RIGHT), base])
         if self.mode in ("LA", "RGBA"):
-            alpha = Image.fromarray(np.random.default_rng(self.seed + 1).integers(
-                0, 256, gray.shape, dtype=np.uint8), "L")
+            alpha = Image.fromarray(
+                np.random.default_rng(self.seed + 1).integers(0, 256, gray.shape, dtype=np.uint8), "L"
+            )
             if self.content != "noise":  # opaque ink, transparent paper: a typical canvas export
                 alpha = Image.fromarray(255 - gray, "L")
-            return Image.merge("LA", [base, alpha]) if self.mode == "LA" else Image.merge(
-                "RGBA", [*rgb.split(), alpha])
+            return (
+                Image.merge("LA", [base, alpha])
+                if self.mode == "LA"
+                else Image.merge("RGBA", [*rgb.split(), alpha])
+            )
         if self.mode == "P":
             return rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
         return rgb.convert(self.mode)  # RGB, CMYK
@@ -134,7 +149,10 @@ _dims = st.integers(1, 80) | st.sampled_from([1, 2, 3, 28, 300])
 def recipes(draw: st.DrawFn) -> Recipe:
     fmt = draw(st.sampled_from(sorted(MODES)))
     return Recipe(
-        fmt=fmt, mode=draw(st.sampled_from(MODES[fmt])), width=draw(_dims), height=draw(_dims),
+        fmt=fmt,
+        mode=draw(st.sampled_from(MODES[fmt])),
+        width=draw(_dims),
+        height=draw(_dims),
         content=draw(st.sampled_from(["noise", "blank", "solid", "stroke", "stroke"])),
         seed=draw(st.integers(0, 2**16)),
         transparency=draw(st.sampled_from(["none", "none", "index", "bytes"])),
@@ -153,12 +171,13 @@ def pillow_decodes(data: bytes) -> bool:
 
 @settings(max_examples=examples(250))
 @given(recipe=recipes(), cut=st.none() | st.floats(0, 1, exclude_max=True), **_options)
-def test_real_images_whole_or_truncated(recipe: Recipe, cut: float | None, grid: tuple[int, int],
-                                        style: str, preprocess: bool) -> None:
+def test_real_images_whole_or_truncated(
+    recipe: Recipe, cut: float | None, grid: tuple[int, int], style: str, preprocess: bool
+) -> None:
     """A whole image that Pillow itself decodes always gives an input; a cut one, either."""
     data = recipe.encode()
     if cut is not None:
-        data = data[:int(len(data) * cut)]
+        data = data[: int(len(data) * cut)]
     x = outcome(data, grid, style, preprocess)
     if cut is None and pillow_decodes(data):
         assert x is not None
@@ -166,11 +185,11 @@ def test_real_images_whole_or_truncated(recipe: Recipe, cut: float | None, grid:
 
 @settings(max_examples=examples(30))
 @given(recipe=recipes(), **_options)
-def test_over_the_pixel_limit_is_image_too_large(recipe: Recipe, grid: tuple[int, int],
-                                                 style: str, preprocess: bool) -> None:
+def test_over_the_pixel_limit_is_image_too_large(
+    recipe: Recipe, grid: tuple[int, int], style: str, preprocess: bool
+) -> None:
     """The pixel limit is checked on the header's size, whatever the format."""
     assume(recipe.width * recipe.height > 1)
     data = recipe.encode()
     with pytest.raises(ImageTooLarge):
-        load_image(data, grid, style, preprocess=preprocess,
-                   max_pixels=recipe.width * recipe.height - 1)
+        load_image(data, grid, style, preprocess=preprocess, max_pixels=recipe.width * recipe.height - 1)

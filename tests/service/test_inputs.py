@@ -19,17 +19,22 @@ def test_inputs_stay_unconverted_and_the_rest_becomes_python() -> None:
     assert (payload["preprocess"], payload["labels"]) == (False, [3])
 
 
-@pytest.mark.parametrize("body,brackets", [
-    (b'{"inputs": [[0.5, 1], [0, 0]]}', 3),
-    (b'{"labels": [[0, 1], [1, 0]], "inputs": [[0.5, 1], [0, 0]]}', 3),
-    (b'{"inputs": [[[0.5], [1]]], "loss": "mean_squared_error"}', 4),
-    (b'{"inputs": [[0.5, [1]]]}', 3),
-    (b'{"inputs": [[0.5]], "loss": "a[b"}', -1),
-    (b'{"inputs": [[0.5]], "x[": 1}', -1),
-    (b'{"inputs": [[0.5]], "loss": "\\u005b"}', -1),
-    (b'{"inputs": [' + b",".join([b"[" + b"0.0," * 783 + b"0.0]"] * 30) + b'], "labels": [1]}',
-     31),  # over 64 KiB: counted with numpy
-])
+@pytest.mark.parametrize(
+    "body,brackets",
+    [
+        (b'{"inputs": [[0.5, 1], [0, 0]]}', 3),
+        (b'{"labels": [[0, 1], [1, 0]], "inputs": [[0.5, 1], [0, 0]]}', 3),
+        (b'{"inputs": [[[0.5], [1]]], "loss": "mean_squared_error"}', 4),
+        (b'{"inputs": [[0.5, [1]]]}', 3),
+        (b'{"inputs": [[0.5]], "loss": "a[b"}', -1),
+        (b'{"inputs": [[0.5]], "x[": 1}', -1),
+        (b'{"inputs": [[0.5]], "loss": "\\u005b"}', -1),
+        (
+            b'{"inputs": [' + b",".join([b"[" + b"0.0," * 783 + b"0.0]"] * 30) + b'], "labels": [1]}',
+            31,
+        ),  # over 64 KiB: counted with numpy
+    ],
+)
 def test_brackets_left_for_the_inputs(body: bytes, brackets: int) -> None:
     """The count PixelBatch compares with the shape it sees; -1 when strings hold a '['."""
     assert loads_json(body)["inputs"].brackets == brackets
@@ -44,14 +49,17 @@ def test_non_finite_numbers_python_writes_are_read_not_refused(text: str) -> Non
 
 @pytest.mark.parametrize("lenient", [False, True], ids=["simdjson", "json-fallback"])
 def test_booleans_inside_arrays_become_null_but_options_stay_booleans(lenient: bool) -> None:
-    payload = {"inputs": [[0.5, True], [False, 1]], "preprocess": False,
-               "nested": {"flag": True, "list": [True]}, "labels": [True, 0]}
+    payload = {
+        "inputs": [[0.5, True], [False, 1]],
+        "preprocess": False,
+        "nested": {"flag": True, "list": [True]},
+        "labels": [True, 0],
+    }
     if lenient:
         payload["force_fallback"] = float("nan")
     parsed = loads_json(json.dumps(payload).encode())
     inputs = parsed["inputs"]
-    assert (inputs.to_list() if isinstance(inputs, JsonArray) else inputs) == [
-        [0.5, None], [None, 1]]
+    assert (inputs.to_list() if isinstance(inputs, JsonArray) else inputs) == [[0.5, None], [None, 1]]
     assert parsed["preprocess"] is False
     assert parsed["nested"] == {"flag": True, "list": [None]}
     assert parsed["labels"] == [None, 0]
@@ -76,33 +84,34 @@ def bare_app() -> Flask:
 
 
 def test_multipart_collects_every_file_in_order(bare_app: Flask) -> None:
-    data = {"a": (io.BytesIO(b"first"), "1.png"), "b": [(io.BytesIO(b"second"), "2.png"),
-                                                        (io.BytesIO(b"third"), "3.png")],
-            "labels": "1,2,3"}
-    with bare_app.test_request_context("/", method="POST", data=data,
-                                       content_type="multipart/form-data"):
-        assert request_payload(request) == {"labels": "1,2,3",
-                                            "images": [b"first", b"second", b"third"]}
+    data = {
+        "a": (io.BytesIO(b"first"), "1.png"),
+        "b": [(io.BytesIO(b"second"), "2.png"), (io.BytesIO(b"third"), "3.png")],
+        "labels": "1,2,3",
+    }
+    with bare_app.test_request_context("/", method="POST", data=data, content_type="multipart/form-data"):
+        assert request_payload(request) == {"labels": "1,2,3", "images": [b"first", b"second", b"third"]}
 
 
 def test_raw_image_body_with_query_options(bare_app: Flask) -> None:
-    with bare_app.test_request_context("/?preprocess=false&labels=3", method="POST",
-                                       data=b"\x89PNG...", content_type="image/png"):
-        assert request_payload(request) == {"preprocess": "false", "labels": "3",
-                                            "images": [b"\x89PNG..."]}
+    with bare_app.test_request_context(
+        "/?preprocess=false&labels=3", method="POST", data=b"\x89PNG...", content_type="image/png"
+    ):
+        assert request_payload(request) == {"preprocess": "false", "labels": "3", "images": [b"\x89PNG..."]}
 
 
 def test_json_with_a_charset_parameter_is_json(bare_app: Flask) -> None:
-    with bare_app.test_request_context("/", method="POST", data=b'{"a": 1}',
-                                       content_type="application/json; charset=utf-8"):
+    with bare_app.test_request_context(
+        "/", method="POST", data=b'{"a": 1}', content_type="application/json; charset=utf-8"
+    ):
         assert request_payload(request) == {"a": 1}
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "image/tiff",
-                                          "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/xml", "image/tiff", "application/x-www-form-urlencoded"]
+)
 def test_other_content_types_are_415(bare_app: Flask, content_type: str) -> None:
-    with bare_app.test_request_context("/", method="POST", data=b"x",
-                                       content_type=content_type):
+    with bare_app.test_request_context("/", method="POST", data=b"x", content_type=content_type):
         with pytest.raises(UnsupportedMediaType) as info:
             request_payload(request)
         assert content_type in info.value.message

@@ -41,8 +41,7 @@ def test_an_exception_is_one_string() -> None:
     try:
         raise ValueError("boom")
     except ValueError:
-        record = logging.LogRecord("service", logging.ERROR, __file__, 1, "failed", (),
-                                   sys.exc_info())
+        record = logging.LogRecord("service", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
     body = json.loads(JsonFormatter().format(record))
     assert body["exception"].startswith("Traceback") and "ValueError: boom" in body["exception"]
 
@@ -55,21 +54,49 @@ def _logger(accesslog: str | None) -> GunicornLogger:
 
 def test_the_access_log_is_json(capsys: pytest.CaptureFixture[str]) -> None:
     model = SimpleNamespace(name="mnist", version="2")
-    environ = {REQUEST_ID: "abc", MODEL: model, "REQUEST_METHOD": "POST", "PATH_INFO": "/predict",
-               "QUERY_STRING": "", "REMOTE_ADDR": "127.0.0.1", "HTTP_USER_AGENT": "curl"}
+    environ = {
+        REQUEST_ID: "abc",
+        MODEL: model,
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/predict",
+        "QUERY_STRING": "",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_USER_AGENT": "curl",
+    }
     response = SimpleNamespace(status="200 OK", sent=42)
     _logger("-").access(response, None, environ, timedelta(microseconds=1500))
     body = json.loads(capsys.readouterr().out)
     assert body["logger"] == "access"
-    assert {k: body[k] for k in ("request_id", "method", "path", "status", "duration_ms", "bytes",
-                                 "model", "version", "query")} == {
-        "request_id": "abc", "method": "POST", "path": "/predict", "status": 200,
-        "duration_ms": 1.5, "bytes": 42, "model": "mnist", "version": "2", "query": None}
+    assert {
+        k: body[k]
+        for k in (
+            "request_id",
+            "method",
+            "path",
+            "status",
+            "duration_ms",
+            "bytes",
+            "model",
+            "version",
+            "query",
+        )
+    } == {
+        "request_id": "abc",
+        "method": "POST",
+        "path": "/predict",
+        "status": 200,
+        "duration_ms": 1.5,
+        "bytes": 42,
+        "model": "mnist",
+        "version": "2",
+        "query": None,
+    }
 
 
 def test_no_access_log_unless_asked(capsys: pytest.CaptureFixture[str]) -> None:
-    _logger(None).access(SimpleNamespace(status="200 OK", sent=1), None,
-                         {"REQUEST_METHOD": "GET"}, timedelta(0))
+    _logger(None).access(
+        SimpleNamespace(status="200 OK", sent=1), None, {"REQUEST_METHOD": "GET"}, timedelta(0)
+    )
     assert capsys.readouterr().out == ""
 
 
@@ -85,5 +112,7 @@ def test_gunicorn_and_app_errors_are_json(capsys: pytest.CaptureFixture[str]) ->
         service_log.setLevel(saved[2])
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert [(line["logger"], line["message"]) for line in lines] == [
-        ("gunicorn.error", "Booting worker with pid: 1"), ("service.reload", "bad file")]
+        ("gunicorn.error", "Booting worker with pid: 1"),
+        ("service.reload", "bad file"),
+    ]
     assert lines[1]["model"] == "mnist"

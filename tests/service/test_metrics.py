@@ -21,10 +21,19 @@ def value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-@pytest.mark.parametrize("sent,kept", [
-    ("abc-123", True), ("x" * 128, True), ("x" * 129, False), ("a b", False), ("a\tb", False),
-    ("", False), (None, False), ("é", False),
-])
+@pytest.mark.parametrize(
+    "sent,kept",
+    [
+        ("abc-123", True),
+        ("x" * 128, True),
+        ("x" * 129, False),
+        ("a b", False),
+        ("a\tb", False),
+        ("", False),
+        (None, False),
+        ("é", False),
+    ],
+)
 def test_request_id_from(sent: str | None, kept: bool) -> None:
     request_id = request_id_from(sent)
     assert (request_id == sent) is kept
@@ -33,10 +42,16 @@ def test_request_id_from(sent: str | None, kept: bool) -> None:
 
 
 def test_every_response_carries_the_request_id(client: FlaskClient) -> None:
-    assert client.post("/predict", json=ONE_INPUT,
-                       headers={"X-Request-ID": "r-1"}).headers["X-Request-ID"] == "r-1"
-    for answer in (client.get("/nope"), client.get("/predict"), client.post("/predict", data="{",
-                   content_type="application/json"), client.get("/healthz")):
+    assert (
+        client.post("/predict", json=ONE_INPUT, headers={"X-Request-ID": "r-1"}).headers["X-Request-ID"]
+        == "r-1"
+    )
+    for answer in (
+        client.get("/nope"),
+        client.get("/predict"),
+        client.post("/predict", data="{", content_type="application/json"),
+        client.get("/healthz"),
+    ):
         assert re.fullmatch(r"[0-9a-f]{32}", answer.headers["X-Request-ID"])
 
 
@@ -54,38 +69,43 @@ def test_requests_are_counted_by_route_model_and_status(client: FlaskClient) -> 
     assert value("digits_http_requests_total", endpoint=rule, model="mnist", status="200") == ok + 1
     assert value("digits_http_requests_total", endpoint=rule, model="mnist", status="422") == bad + 1
     assert value("digits_http_requests_total", endpoint=rule, model="", status="404") == unknown + 1
-    assert value("digits_http_requests_total", endpoint="unmatched", model="",
-                 status="404") == unmatched + 1
-    assert value("digits_http_request_duration_seconds_count", endpoint=rule,
-                 model="mnist") == timed + 2
+    assert value("digits_http_requests_total", endpoint="unmatched", model="", status="404") == unmatched + 1
+    assert value("digits_http_request_duration_seconds_count", endpoint=rule, model="mnist") == timed + 2
     assert value("digits_http_requests_in_flight") == 0
 
 
 def test_predictions_are_counted_by_class(client: FlaskClient) -> None:
-    answer = client.post("/v1/models/fashion-mnist/predict",
-                         json={"inputs": np.random.default_rng(0).random((5, 784)).tolist()})
+    answer = client.post(
+        "/v1/models/fashion-mnist/predict",
+        json={"inputs": np.random.default_rng(0).random((5, 784)).tolist()},
+    )
     names = [p["class_name"] for p in answer.get_json()["predictions"]]
-    before = {name: value("digits_predictions_total", model="fashion-mnist", class_name=name)
-              for name in set(names)}
-    client.post("/v1/models/fashion-mnist/predict",
-                json={"inputs": np.random.default_rng(0).random((5, 784)).tolist()})
+    before = {
+        name: value("digits_predictions_total", model="fashion-mnist", class_name=name) for name in set(names)
+    }
+    client.post(
+        "/v1/models/fashion-mnist/predict",
+        json={"inputs": np.random.default_rng(0).random((5, 784)).tolist()},
+    )
     for name in set(names):
-        assert value("digits_predictions_total", model="fashion-mnist",
-                     class_name=name) == before[name] + names.count(name)
+        assert value("digits_predictions_total", model="fashion-mnist", class_name=name) == before[
+            name
+        ] + names.count(name)
 
 
 def test_v2_infer_predictions_are_counted_too(client: FlaskClient) -> None:
     x = np.random.default_rng(1).random((4, 784))
     v1 = client.post("/v1/models/fashion-mnist/predict", json={"inputs": x.tolist()})
     names = [p["class_name"] for p in v1.get_json()["predictions"]]
-    before = {name: value("digits_predictions_total", model="fashion-mnist", class_name=name)
-              for name in set(names)}
-    body = {"inputs": [{"name": "input", "shape": [4, 784], "datatype": "FP32",
-                        "data": x.ravel().tolist()}]}
+    before = {
+        name: value("digits_predictions_total", model="fashion-mnist", class_name=name) for name in set(names)
+    }
+    body = {"inputs": [{"name": "input", "shape": [4, 784], "datatype": "FP32", "data": x.ravel().tolist()}]}
     assert client.post("/v2/models/fashion-mnist/infer", json=body).status_code == 200
     for name in set(names):
-        assert value("digits_predictions_total", model="fashion-mnist",
-                     class_name=name) == before[name] + names.count(name)
+        assert value("digits_predictions_total", model="fashion-mnist", class_name=name) == before[
+            name
+        ] + names.count(name)
 
 
 def test_count_predictions_single_and_batch() -> None:
@@ -100,18 +120,21 @@ def test_count_predictions_single_and_batch() -> None:
 def test_the_histogram_gets_what_observe_would_give(client: FlaskClient) -> None:
     """flush adds many observations at once: buckets, sum and count as Histogram.observe."""
     rule = "/healthz"
-    before = {le: value("digits_http_request_duration_seconds_bucket", endpoint=rule, model="",
-                        le=le) for le in ("0.0005", "10.0", "+Inf")}
+    before = {
+        le: value("digits_http_request_duration_seconds_bucket", endpoint=rule, model="", le=le)
+        for le in ("0.0005", "10.0", "+Inf")
+    }
     total = value("digits_http_request_duration_seconds_sum", endpoint=rule, model="")
     for _ in range(5):
         client.get(rule)
-    after = {le: value("digits_http_request_duration_seconds_bucket", endpoint=rule, model="",
-                       le=le) for le in before}
+    after = {
+        le: value("digits_http_request_duration_seconds_bucket", endpoint=rule, model="", le=le)
+        for le in before
+    }
     assert after["+Inf"] - before["+Inf"] == 5 and after["10.0"] - before["10.0"] == 5
     assert 0 <= after["0.0005"] - before["0.0005"] <= 5  # cumulative buckets
     assert 0 < value("digits_http_request_duration_seconds_sum", endpoint=rule, model="") - total < 1
-    assert value("digits_http_request_duration_seconds_count", endpoint=rule,
-                 model="") == after["+Inf"]
+    assert value("digits_http_request_duration_seconds_count", endpoint=rule, model="") == after["+Inf"]
 
 
 def test_metrics_page_is_prometheus_text(client: FlaskClient) -> None:
@@ -120,6 +143,11 @@ def test_metrics_page_is_prometheus_text(client: FlaskClient) -> None:
     assert answer.status_code == 200
     assert answer.headers["Content-Type"].startswith("text/plain; version=")
     names = {family.name for family in text_string_to_metric_families(answer.get_data(as_text=True))}
-    assert {"digits_http_requests", "digits_http_request_duration_seconds",
-            "digits_http_requests_in_flight", "digits_predictions", "digits_model_loads",
-            "digits_model_load_failures"} <= names
+    assert {
+        "digits_http_requests",
+        "digits_http_request_duration_seconds",
+        "digits_http_requests_in_flight",
+        "digits_predictions",
+        "digits_model_loads",
+        "digits_model_load_failures",
+    } <= names

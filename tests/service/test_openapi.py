@@ -14,8 +14,9 @@ from service.views import EXTENSION
 def test_every_api_route_is_documented(app: Flask) -> None:
     spec = json.loads(app.extensions[EXTENSION].openapi)
     documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
-    api_routes = [rule for rule in app.url_map.iter_rules()
-                  if rule.endpoint.partition(".")[0] in ("api", "health")]
+    api_routes = [
+        rule for rule in app.url_map.iter_rules() if rule.endpoint.partition(".")[0] in ("api", "health")
+    ]
     assert len(api_routes) == 14  # 3 x 3 inference, 3 models, 2 health
     for rule in api_routes:
         path = rule.rule.replace("<name>", "{name}").replace("<version>", "{version}")
@@ -31,11 +32,17 @@ def test_schemas_come_from_marshmallow(app: Flask) -> None:
     assert predict["images"]["items"]["format"] == "byte"
     assert predict["pixel_range"]["enum"] == ["0-1", "0-255"]
     assert components["LossRequest"]["required"] == ["labels"]
-    assert components["LossRequest"]["properties"]["loss"]["enum"] == [
-        "cross_entropy", "mean_squared_error"]
+    assert components["LossRequest"]["properties"]["loss"]["enum"] == ["cross_entropy", "mean_squared_error"]
     assert components["Error"]["properties"]["error"]["$ref"].endswith("ErrorBody")
-    assert set(components) >= {"PredictResponse", "LossResponse", "AccuracyResponse",
-                               "ModelInfo", "ModelList", "Status", "Error"}
+    assert set(components) >= {
+        "PredictResponse",
+        "LossResponse",
+        "AccuracyResponse",
+        "ModelInfo",
+        "ModelList",
+        "Status",
+        "Error",
+    }
 
 
 def test_inference_accepts_json_multipart_and_raw_images(app: Flask) -> None:
@@ -73,13 +80,14 @@ def test_every_open_inference_protocol_route_is_documented(app: Flask) -> None:
         path = rule.rule.replace("<name>", "{name}").replace("<version>", "{version}")
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             operation = spec["paths"][path][method.lower()]
-            errors = {code: response["content"]["application/json"]["schema"]["$ref"]
-                      for code, response in operation["responses"].items()
-                      if code.startswith("4") and code != "401"}
+            errors = {
+                code: response["content"]["application/json"]["schema"]["$ref"]
+                for code, response in operation["responses"].items()
+                if code.startswith("4") and code != "401"
+            }
             assert all(ref.endswith("/V2Error") for ref in errors.values()), (path, errors)
     infer = spec["paths"]["/v2/models/{name}/infer"]["post"]
-    assert set(infer["requestBody"]["content"]) == {"application/json",
-                                                    "application/octet-stream"}
+    assert set(infer["requestBody"]["content"]) == {"application/json", "application/octet-stream"}
     assert "Inference-Header-Content-Length" in [p["name"] for p in infer["parameters"]]
     schemas = spec["components"]["schemas"]
     assert schemas["V2RequestInput"]["properties"]["datatype"]["enum"][:2] == ["BOOL", "UINT8"]
@@ -111,5 +119,4 @@ def test_operations_routes_are_documented(app: Flask) -> None:
     spec = json.loads(app.extensions[EXTENSION].openapi)
     assert spec["paths"]["/metrics"]["get"]["tags"] == ["metrics"]
     assert spec["paths"]["/v1/admin/reload"]["post"]["tags"] == ["admin"]
-    assert "version" in spec["paths"]["/v1/models/{name}/versions/{version}/predict"]["post"][
-        "operationId"]
+    assert "version" in spec["paths"]["/v1/models/{name}/versions/{version}/predict"]["post"]["operationId"]

@@ -30,8 +30,9 @@ def test_default_settings_are_not_debug(model_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["FLASK_DEBUG", "FLASK_ENV"])
-def test_debug_in_the_environment_is_ignored(model_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                             name: str) -> None:
+def test_debug_in_the_environment_is_ignored(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
     """Regression: FLASK_DEBUG=1 in the environment made ``app.debug`` True."""
     monkeypatch.setenv(name, "1" if name == "FLASK_DEBUG" else "development")
     monkeypatch.setenv("MODEL_DIR", str(model_dir))
@@ -58,8 +59,9 @@ def test_unhandled_exception_is_the_json_500_without_a_traceback(
     assert response.status_code == 500
     assert response.content_type == "application/json"
     assert response.get_json() == {
-        "error": {"status": 500, "code": "internal_error", "message": "internal server error"}}
+        "error": {"status": 500, "code": "internal_error", "message": "internal server error"}
+    }
     text = response.get_data(as_text=True)
-    for leak in ("Traceback", "RuntimeError", "internal detail", "/srv/secret", "File \""):
+    for leak in ("Traceback", "RuntimeError", "internal detail", "/srv/secret", 'File "'):
         assert leak not in text
     assert "unhandled error" in caplog.text  # the operator still gets the traceback, in the log

@@ -44,15 +44,23 @@ def test_unknown_model_is_a_404_listing_the_models(model_dir: Path) -> None:
     assert info.value.details == {"available": ["fashion-mnist", "mnist"]}
 
 
-@pytest.mark.parametrize("input_shape,image_size", [
-    ([28, 28], (28, 28)), ([784], (28, 28)), ([28, 28, 1], (28, 28)), ([12], None),
-    ([2, 3, 2], None),
-])
-def test_image_size_follows_the_input_shape(tmp_path: Path, input_shape: list[int],
-                                            image_size: tuple[int, int] | None) -> None:
+@pytest.mark.parametrize(
+    "input_shape,image_size",
+    [
+        ([28, 28], (28, 28)),
+        ([784], (28, 28)),
+        ([28, 28, 1], (28, 28)),
+        ([12], None),
+        ([2, 3, 2], None),
+    ],
+)
+def test_image_size_follows_the_input_shape(
+    tmp_path: Path, input_shape: list[int], image_size: tuple[int, int] | None
+) -> None:
     size = int(np.prod(input_shape))
-    save_model(tmp_path / "m.npz", TwoLayerNet(size, 4, 2),
-               {"input_shape": input_shape, "class_names": ["a", "b"]})
+    save_model(
+        tmp_path / "m.npz", TwoLayerNet(size, 4, 2), {"input_shape": input_shape, "class_names": ["a", "b"]}
+    )
     assert load_registry(tmp_path, "m").get("m").image_size == image_size
 
 
@@ -81,8 +89,9 @@ def test_missing_default_model(model_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["truncate", "not-a-zip", "bad-metadata"])
-def test_an_invalid_model_file_stops_loading_naming_the_file(tmp_path: Path, model_dir: Path,
-                                                             damage: str) -> None:
+def test_an_invalid_model_file_stops_loading_naming_the_file(
+    tmp_path: Path, model_dir: Path, damage: str
+) -> None:
     shutil.copy(model_dir / "mnist.npz", tmp_path / "mnist.npz")
     bad = tmp_path / "broken.npz"
     if damage == "truncate":
@@ -90,9 +99,11 @@ def test_an_invalid_model_file_stops_loading_naming_the_file(tmp_path: Path, mod
     elif damage == "not-a-zip":
         bad.write_text("hello")
     else:
-        save_model(bad, TwoLayerNet(784, 4, 10), {"input_shape": [784],
-                                                 "class_names": list("0123456789"),
-                                                 "image_preprocessing": "cifar"})
+        save_model(
+            bad,
+            TwoLayerNet(784, 4, 10),
+            {"input_shape": [784], "class_names": list("0123456789"), "image_preprocessing": "cifar"},
+        )
     with pytest.raises(ModelLoadError) as info:
         load_registry(tmp_path, "mnist")
     assert _one_line(info).startswith(str(bad))
@@ -102,8 +113,7 @@ def test_an_invalid_model_file_stops_loading_naming_the_file(tmp_path: Path, mod
 def _versioned(tmp_path: Path, model_dir: Path, layout: dict[str, str]) -> Path:
     """``layout``: relative path -> "mnist", "fashion" or "corrupt" (the bytes it gets)."""
     mnist = (model_dir / "mnist.npz").read_bytes()
-    data = {"mnist": mnist, "fashion": (model_dir / "fashion-mnist.npz").read_bytes(),
-            "corrupt": mnist[:500]}
+    data = {"mnist": mnist, "fashion": (model_dir / "fashion-mnist.npz").read_bytes(), "corrupt": mnist[:500]}
     for relative, kind in layout.items():
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_bytes(data[kind])
@@ -111,20 +121,27 @@ def _versioned(tmp_path: Path, model_dir: Path, layout: dict[str, str]) -> Path:
 
 
 def test_versioned_layout_beside_flat_files(tmp_path: Path, model_dir: Path) -> None:
-    _versioned(tmp_path, model_dir, {
-        "mnist/1/model.npz": "mnist", "mnist/2/model.npz": "fashion", "mnist/10/model.npz": "mnist",
-        "fashion-mnist.npz": "fashion",
-        "mnist/3/README.md": "mnist",           # no model.npz (yet): not a version
-        "mnist/latest/model.npz": "mnist",      # not a positive integer: ignored
-        "mnist/07/model.npz": "mnist",          # leading zero: ignored
-        "notes/model.npz": "mnist",             # a directory without version directories
-    })
+    _versioned(
+        tmp_path,
+        model_dir,
+        {
+            "mnist/1/model.npz": "mnist",
+            "mnist/2/model.npz": "fashion",
+            "mnist/10/model.npz": "mnist",
+            "fashion-mnist.npz": "fashion",
+            "mnist/3/README.md": "mnist",  # no model.npz (yet): not a version
+            "mnist/latest/model.npz": "mnist",  # not a positive integer: ignored
+            "mnist/07/model.npz": "mnist",  # leading zero: ignored
+            "notes/model.npz": "mnist",  # a directory without version directories
+        },
+    )
     registry = load_registry(tmp_path, "mnist")
     assert sorted(registry.models) == ["fashion-mnist", "mnist"]
     assert registry.versions("mnist") == ["1", "2", "10"]  # in numeric order
     assert registry.default.version == "10"  # the newest serves by default
-    assert registry.get("mnist", "2").num_classes == 10 and registry.get("mnist", "2").info[
-        "dataset"] == {"name": "fashion-mnist"}
+    assert registry.get("mnist", "2").num_classes == 10 and registry.get("mnist", "2").info["dataset"] == {
+        "name": "fashion-mnist"
+    }
     fashion = registry.get("fashion-mnist")
     assert fashion.version == load_model(tmp_path / "fashion-mnist.npz").version  # flat: hash id
     assert registry.versions("fashion-mnist") == [fashion.version]
@@ -145,14 +162,17 @@ def test_one_name_in_two_layouts_is_refused(tmp_path: Path, model_dir: Path) -> 
     _versioned(tmp_path, model_dir, {"mnist/1/model.npz": "mnist", "mnist.npz": "mnist"})
     with pytest.raises(ModelLoadError) as info:
         load_registry(tmp_path, "mnist")
-    assert _one_line(info) == (f"{tmp_path / 'mnist'} and {tmp_path / 'mnist.npz'}: "
-                               "one model in two layouts; keep one")
+    assert _one_line(info) == (
+        f"{tmp_path / 'mnist'} and {tmp_path / 'mnist.npz'}: one model in two layouts; keep one"
+    )
 
 
-def test_an_invalid_file_stops_loading_unless_failures_are_handled(tmp_path: Path,
-                                                                   model_dir: Path) -> None:
-    _versioned(tmp_path, model_dir, {"mnist/1/model.npz": "mnist", "mnist/2/model.npz": "corrupt",
-                                     "fashion-mnist.npz": "fashion"})
+def test_an_invalid_file_stops_loading_unless_failures_are_handled(tmp_path: Path, model_dir: Path) -> None:
+    _versioned(
+        tmp_path,
+        model_dir,
+        {"mnist/1/model.npz": "mnist", "mnist/2/model.npz": "corrupt", "fashion-mnist.npz": "fashion"},
+    )
     with pytest.raises(ModelLoadError) as info:
         load_registry(tmp_path, "mnist")
     assert _one_line(info).startswith(str(tmp_path / "mnist" / "2" / "model.npz"))
@@ -165,8 +185,7 @@ def test_an_invalid_file_stops_loading_unless_failures_are_handled(tmp_path: Pat
     failures.clear()
     registry = load_registry(tmp_path, "mnist", on_failure=lambda *f: failures.append(f))
     assert sorted(registry.models) == ["mnist"]
-    assert sorted((s.name, s.version) for s, _ in failures) == [("fashion-mnist", None),
-                                                                ("mnist", "2")]
+    assert sorted((s.name, s.version) for s, _ in failures) == [("fashion-mnist", None), ("mnist", "2")]
     # the default model with no valid file: nothing to serve by default, so it stops
     (tmp_path / "mnist" / "1" / "model.npz").write_bytes(b"no longer a model")
     with pytest.raises(ModelLoadError, match="mnist/1/model.npz"):

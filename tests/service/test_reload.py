@@ -23,8 +23,7 @@ ONE_INPUT = {"inputs": [[0.0] * 784]}
 @pytest.fixture
 def files(model_dir: Path) -> dict[str, bytes]:
     mnist = (model_dir / "mnist.npz").read_bytes()
-    return {"mnist": mnist, "fashion": (model_dir / "fashion-mnist.npz").read_bytes(),
-            "corrupt": mnist[:500]}
+    return {"mnist": mnist, "fashion": (model_dir / "fashion-mnist.npz").read_bytes(), "corrupt": mnist[:500]}
 
 
 @pytest.fixture
@@ -58,7 +57,8 @@ def test_nothing_changed_keeps_the_same_state(live_app: Flask) -> None:
 
 
 def test_a_new_version_is_swapped_in_and_unchanged_models_are_kept(
-        live_app: Flask, live: Path, files: dict[str, bytes]) -> None:
+    live_app: Flask, live: Path, files: dict[str, bytes]
+) -> None:
     before = live_app.extensions[EXTENSION]
     atomic_write_bytes(live / "mnist" / "2" / "model.npz", files["mnist"])
     report = watcher(live_app).reload()
@@ -72,8 +72,9 @@ def test_a_new_version_is_swapped_in_and_unchanged_models_are_kept(
     assert served(live_app, "/v1/models/mnist/versions/1/predict") == "1"
 
 
-def test_a_changed_flat_file_gets_its_new_hash_as_version(live_app: Flask, live: Path,
-                                                          model_dir: Path) -> None:
+def test_a_changed_flat_file_gets_its_new_hash_as_version(
+    live_app: Flask, live: Path, model_dir: Path
+) -> None:
     old = served(live_app, "/v1/models/fashion-mnist/predict")
     atomic_write_bytes(live / "fashion-mnist.npz", (model_dir / "mnist.npz").read_bytes())
     watcher(live_app).reload()
@@ -82,8 +83,8 @@ def test_a_changed_flat_file_gets_its_new_hash_as_version(live_app: Flask, live:
 
 
 def test_an_invalid_file_is_logged_counted_once_and_never_served(
-        live_app: Flask, live: Path, files: dict[str, bytes],
-        caplog: pytest.LogCaptureFixture) -> None:
+    live_app: Flask, live: Path, files: dict[str, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
     failed_before = failures("mnist")
     atomic_write_bytes(live / "mnist" / "2" / "model.npz", files["corrupt"])
     atomic_write_bytes(live / "mnist" / "1" / "model.npz", files["corrupt"])  # the serving one
@@ -103,13 +104,12 @@ def test_an_invalid_file_is_logged_counted_once_and_never_served(
 
 
 def test_removed_versions_and_models_stop_serving_but_the_default_stays(
-        live_app: Flask, live: Path, files: dict[str, bytes],
-        caplog: pytest.LogCaptureFixture) -> None:
+    live_app: Flask, live: Path, files: dict[str, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
     atomic_write_bytes(live / "mnist" / "2" / "model.npz", files["mnist"])
     atomic_write_bytes(live / "extra.npz", files["fashion"])
     watcher(live_app).reload()
-    assert sorted(live_app.extensions[EXTENSION].registry.models) == [
-        "extra", "fashion-mnist", "mnist"]
+    assert sorted(live_app.extensions[EXTENSION].registry.models) == ["extra", "fashion-mnist", "mnist"]
     spec = json.loads(live_app.extensions[EXTENSION].openapi)
     assert "extra" in spec["paths"]["/v1/models/{name}"]["get"]["parameters"][0]["schema"]["enum"]
     os.unlink(live / "extra.npz")
@@ -123,12 +123,14 @@ def test_removed_versions_and_models_stop_serving_but_the_default_stays(
         watcher(live_app).reload()
         watcher(live_app).reload()
     assert served(live_app) == "1"
-    assert [getattr(r, "event", None) for r in caplog.records
-            if r.levelno >= logging.ERROR] == ["default_model_kept"]  # once
+    assert [getattr(r, "event", None) for r in caplog.records if r.levelno >= logging.ERROR] == [
+        "default_model_kept"
+    ]  # once
 
 
-def test_a_vanished_directory_keeps_everything_serving(live_app: Flask, live: Path,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_a_vanished_directory_keeps_everything_serving(
+    live_app: Flask, live: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     state = live_app.extensions[EXTENSION]
     live.rename(live.with_name(live.name + "-moved"))
     with caplog.at_level(logging.ERROR, logger="service.reload"):
@@ -136,8 +138,9 @@ def test_a_vanished_directory_keeps_everything_serving(live_app: Flask, live: Pa
         watcher(live_app).reload()
     assert report["failed"] == [{"error": f"MODEL_DIR {live}: no such directory"}]
     assert live_app.extensions[EXTENSION] is state and served(live_app) == "1"
-    assert [getattr(r, "event", None) for r in caplog.records
-            if r.levelno >= logging.ERROR] == ["model_dir_failed"]  # once
+    assert [getattr(r, "event", None) for r in caplog.records if r.levelno >= logging.ERROR] == [
+        "model_dir_failed"
+    ]  # once
 
 
 def test_the_admin_route_is_in_the_admin_blueprint(live_app: Flask) -> None:
@@ -147,8 +150,7 @@ def test_the_admin_route_is_in_the_admin_blueprint(live_app: Flask) -> None:
     assert "POST" in rule.methods
 
 
-def test_a_worker_skips_an_invalid_version_and_counts_it(live: Path,
-                                                         files: dict[str, bytes]) -> None:
+def test_a_worker_skips_an_invalid_version_and_counts_it(live: Path, files: dict[str, bytes]) -> None:
     atomic_write_bytes(live / "mnist" / "2" / "model.npz", files["corrupt"])
     failed_before = failures("mnist")
     app = create_app(Settings(model_dir=live, default_model="mnist"), strict=False)

@@ -41,20 +41,42 @@ from training import LOSSES
 
 MNIST = InputSpec(input_shape=(28, 28), image_size=(28, 28), num_classes=10, max_batch_size=4)
 FLAT = InputSpec(input_shape=(6,), image_size=None, num_classes=3, max_batch_size=4)
-SCHEMAS = {"predict": PredictRequestSchema, "loss": LossRequestSchema,
-           "accuracy": AccuracyRequestSchema}
-RESPONSES = {"predict": PredictResponseSchema(), "loss": LossResponseSchema(),
-             "accuracy": AccuracyResponseSchema()}
+SCHEMAS = {"predict": PredictRequestSchema, "loss": LossRequestSchema, "accuracy": AccuracyRequestSchema}
+RESPONSES = {
+    "predict": PredictResponseSchema(),
+    "loss": LossResponseSchema(),
+    "accuracy": AccuracyResponseSchema(),
+}
 _PNG = base64.b64encode(png_bytes(drawn_digit("7", size=40))).decode()
 
 # --- arbitrary JSON -------------------------------------------------------------------------
 _strings = st.text(max_size=8) | st.sampled_from(
-    ["", "0.5", "3,1", "[1, 2]", "[[", "1e999", "NaN", "\ud800", "data:image/png;base64,",
-     "0-1", "0-255", "true", "cross_entropy", "aGVsbG8="])
+    [
+        "",
+        "0.5",
+        "3,1",
+        "[1, 2]",
+        "[[",
+        "1e999",
+        "NaN",
+        "\ud800",
+        "data:image/png;base64,",
+        "0-1",
+        "0-255",
+        "true",
+        "cross_entropy",
+        "aGVsbG8=",
+    ]
+)
 _scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.integers(min_value=2**63),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=2**63),
     st.sampled_from([10**400, -(2**64), 2**64 - 1]),
-    st.floats(), st.sampled_from([1e308, -1e308, 1e-320, 3.5e38, 255.0, 256.0]), _strings,
+    st.floats(),
+    st.sampled_from([1e308, -1e308, 1e-320, 3.5e38, 255.0, 256.0]),
+    _strings,
 )
 json_values = st.recursive(
     _scalars,
@@ -82,7 +104,7 @@ def batches(draw: st.DrawFn, n: int, size: int, top: int) -> list[Any]:
         row = rows[draw(st.integers(0, n - 1))]
         row.append(0.0) if draw(st.booleans()) else row.pop()
     if size == 784 and draw(st.booleans()):
-        return [[row[r * 28:(r + 1) * 28] for r in range(28)] for row in rows]
+        return [[row[r * 28 : (r + 1) * 28] for r in range(28)] for row in rows]
     return rows
 
 
@@ -90,13 +112,17 @@ def batches(draw: st.DrawFn, n: int, size: int, top: int) -> list[Any]:
 def labels(draw: st.DrawFn, n: int, classes: int) -> Any:
     """``n`` labels, integers or one-hot rows or a form string; sometimes wrong or anything."""
     if sometimes(draw):
-        return draw(st.one_of(
-            st.lists(st.integers(-2, classes + 1), min_size=1, max_size=5),
-            st.lists(st.lists(st.integers(0, 1), min_size=classes, max_size=classes),
-                     min_size=n, max_size=n),
-            st.lists(st.floats(), min_size=n, max_size=n),
-            st.sampled_from(["1,", "[1e999]", "9" * 30, "[[0, 1]]", ""]),
-            json_values))
+        return draw(
+            st.one_of(
+                st.lists(st.integers(-2, classes + 1), min_size=1, max_size=5),
+                st.lists(
+                    st.lists(st.integers(0, 1), min_size=classes, max_size=classes), min_size=n, max_size=n
+                ),
+                st.lists(st.floats(), min_size=n, max_size=n),
+                st.sampled_from(["1,", "[1e999]", "9" * 30, "[[0, 1]]", ""]),
+                json_values,
+            )
+        )
     ints = draw(st.lists(st.integers(0, classes - 1), min_size=n, max_size=n))
     form = draw(st.sampled_from(["ints", "floats", "one-hot", "text", "json-text"]))
     if form == "floats":
@@ -121,8 +147,9 @@ def payloads(draw: st.DrawFn, kind: str, size: int, classes: int, images: bool) 
     n = draw(st.integers(1, 4))
     body: dict[str, Any] = {}
     if images and draw(st.integers(0, 3)) == 0:
-        body["images"] = maybe_spoiled(draw, st.lists(
-            st.sampled_from([_PNG, "data:image/png;base64," + _PNG]), min_size=n, max_size=n))
+        body["images"] = maybe_spoiled(
+            draw, st.lists(st.sampled_from([_PNG, "data:image/png;base64," + _PNG]), min_size=n, max_size=n)
+        )
         if draw(st.booleans()):
             body["preprocess"] = maybe_spoiled(draw, st.sampled_from([True, False, "false"]))
     else:
@@ -157,13 +184,17 @@ def check_loaded(data: dict[str, Any], spec: InputSpec, kind: str) -> None:
 
 
 @settings(max_examples=examples(300))
-@given(spec=st.sampled_from([MNIST, FLAT]), kind=st.sampled_from(sorted(SCHEMAS)),
-       data=st.data(), through_json=st.booleans())
-def test_schemas_load_or_refuse(spec: InputSpec, kind: str, data: st.DataObject,
-                                through_json: bool) -> None:
+@given(
+    spec=st.sampled_from([MNIST, FLAT]),
+    kind=st.sampled_from(sorted(SCHEMAS)),
+    data=st.data(),
+    through_json=st.booleans(),
+)
+def test_schemas_load_or_refuse(spec: InputSpec, kind: str, data: st.DataObject, through_json: bool) -> None:
     """Python values straight in, or the body as the server reads it (``loads_json``)."""
-    payload = data.draw(payloads(kind, spec.input_size, spec.num_classes,
-                                 spec.image_size is not None), label="payload")
+    payload = data.draw(
+        payloads(kind, spec.input_size, spec.num_classes, spec.image_size is not None), label="payload"
+    )
     schema = SCHEMAS[kind](spec=spec)
     try:
         loaded = schema.load(loads_json(encode(payload)) if through_json else payload)
@@ -176,8 +207,10 @@ def test_schemas_load_or_refuse(spec: InputSpec, kind: str, data: st.DataObject,
 
 # --- through the app ------------------------------------------------------------------------
 PATHS = ["/predict", "/loss", "/accuracy", "/v1/models/nope/predict"] + [
-    f"/v1/models/{name}/{kind}" for name in ("mnist", "fashion-mnist")
-    for kind in ("predict", "loss", "accuracy")]
+    f"/v1/models/{name}/{kind}"
+    for name in ("mnist", "fashion-mnist")
+    for kind in ("predict", "loss", "accuracy")
+]
 
 
 def check_answer(response: Any, path: str) -> None:
@@ -202,8 +235,9 @@ def check_answer(response: Any, path: str) -> None:
 def test_any_json_body_is_answered_200_or_4xx(app: Flask, path: str, data: st.DataObject) -> None:
     kind = path.rsplit("/", 1)[1]
     payload = data.draw(payloads(kind, 784, 10, images="fashion" not in path), label="payload")
-    response = app.test_client().post(path, data=encode(payload),
-                                      headers={"Content-Type": "application/json"})
+    response = app.test_client().post(
+        path, data=encode(payload), headers={"Content-Type": "application/json"}
+    )
     event(f"HTTP {response.status_code}")  # pytest --hypothesis-show-statistics shows the mix
     check_answer(response, path)
 
@@ -218,13 +252,26 @@ _raw_bodies = st.one_of(
 
 
 @settings(max_examples=examples(150))
-@given(path=st.sampled_from(PATHS), body=_raw_bodies,
-       content_type=st.sampled_from(["application/json", "image/png", "image/jpeg",
-                                     "multipart/form-data; boundary=x", "text/plain", ""]),
-       query=st.sampled_from(["", "?preprocess=false", "?labels=3", "?labels=[1e999]",
-                              "?labels=3,1&preprocess=maybe", "?pixel_range=0-255"]))
-def test_any_bytes_with_any_content_type(app: Flask, path: str, body: bytes, content_type: str,
-                                         query: str) -> None:
+@given(
+    path=st.sampled_from(PATHS),
+    body=_raw_bodies,
+    content_type=st.sampled_from(
+        ["application/json", "image/png", "image/jpeg", "multipart/form-data; boundary=x", "text/plain", ""]
+    ),
+    query=st.sampled_from(
+        [
+            "",
+            "?preprocess=false",
+            "?labels=3",
+            "?labels=[1e999]",
+            "?labels=3,1&preprocess=maybe",
+            "?pixel_range=0-255",
+        ]
+    ),
+)
+def test_any_bytes_with_any_content_type(
+    app: Flask, path: str, body: bytes, content_type: str, query: str
+) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
     response = app.test_client().post(path + query, data=body, headers=headers)
     event(f"HTTP {response.status_code}")
@@ -265,10 +312,13 @@ def test_json_nested_to_the_limit_is_read(app: Flask) -> None:
     assert status == 422 and "inputs" in body["error"]["details"]
 
 
-@pytest.mark.parametrize(("number", "status"), [
-    (b"9" * 20, 422),     # over 64 bits: simdjson's BIGINT_ERROR (a RuntimeError) was a 500
-    (b"9" * 5000, 400),   # over Python's 4300-digit limit for int(): not read at all
-])
+@pytest.mark.parametrize(
+    ("number", "status"),
+    [
+        (b"9" * 20, 422),  # over 64 bits: simdjson's BIGINT_ERROR (a RuntimeError) was a 500
+        (b"9" * 5000, 400),  # over Python's 4300-digit limit for int(): not read at all
+    ],
+)
 def test_integers_simdjson_cannot_hold(app: Flask, number: bytes, status: int) -> None:
     row = b", ".join([number] + [b"0"] * 783)
     got, body = post_json(app, b'{"inputs": [[' + row + b"]]}")
@@ -282,7 +332,8 @@ def test_numbers_beyond_float32(app: Flask, value: float) -> None:
     for extra in ({}, {"pixel_range": "0-255"}):
         status, body = post_json(app, encode({"inputs": [[value] + ROW[1:]], **extra}))
         assert status == 422 and body["error"]["details"]["inputs"] == [
-            "Must not contain NaN or infinite values."]
+            "Must not contain NaN or infinite values."
+        ]
 
 
 def test_lone_surrogate_echoed_in_an_error(app: Flask) -> None:

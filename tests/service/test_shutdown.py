@@ -31,8 +31,9 @@ GRACEFUL_TIMEOUT = 10
 LATE_SEND = 1.5
 TCP_LISTEN = "0A"
 
-pytestmark = pytest.mark.skipif(not PROC_NET_TCP.exists(),
-                                reason="needs Linux's /proc/net/tcp to see the accept queue")
+pytestmark = pytest.mark.skipif(
+    not PROC_NET_TCP.exists(), reason="needs Linux's /proc/net/tcp to see the accept queue"
+)
 
 
 def accept_queue(port: int) -> int:
@@ -53,9 +54,11 @@ def wait_all_accepted(port: int, timeout: float = 10.0) -> None:
 
 
 def predict_request(port: int, body: bytes) -> bytes:
-    head = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n").encode()
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
     return head + body
 
 
@@ -79,12 +82,16 @@ def finish_request(sock: socket.socket, request: bytes, sent: int) -> tuple[int,
 
 
 @pytest.mark.parametrize("threads,in_flight", [(1, 2), (3, 6)], ids=["sync", "gthread"])
-def test_sigterm_drains_requests_in_flight(server_env: dict[str, str],  # noqa: F811 - imported
-                                           tmp_path: Path,
-                                           threads: int, in_flight: int) -> None:
+def test_sigterm_drains_requests_in_flight(
+    server_env: dict[str, str],  # noqa: F811 - imported
+    tmp_path: Path,
+    threads: int,
+    in_flight: int,
+) -> None:
     log = tmp_path / "gunicorn.log"
-    proc = gunicorn({**server_env, "WORKER_THREADS": str(threads),
-                     "GRACEFUL_TIMEOUT": str(GRACEFUL_TIMEOUT)}, log)
+    proc = gunicorn(
+        {**server_env, "WORKER_THREADS": str(threads), "GRACEFUL_TIMEOUT": str(GRACEFUL_TIMEOUT)}, log
+    )
     try:
         url = wait_ready(proc, log)
         port = int(url.rsplit(":", 1)[1])
@@ -96,8 +103,9 @@ def test_sigterm_drains_requests_in_flight(server_env: dict[str, str],  # noqa: 
             assert requests.get(f"{url}/readyz", timeout=5).status_code == 200
         batch = np.random.default_rng(0).random((TEST_MAX_BATCH, 784)).round(4).tolist()
         body = json.dumps({"inputs": batch}).encode()
-        expected = requests.post(f"{url}/predict", data=body, timeout=10,
-                                 headers={"Content-Type": "application/json"}).json()
+        expected = requests.post(
+            f"{url}/predict", data=body, timeout=10, headers={"Content-Type": "application/json"}
+        ).json()
 
         request = predict_request(port, body)
         # alternately: half the body sent (a worker is reading it), and nothing sent yet
@@ -112,9 +120,14 @@ def test_sigterm_drains_requests_in_flight(server_env: dict[str, str],  # noqa: 
 
         def try_a_new_request() -> None:
             try:
-                late.append(requests.post(f"{url}/predict", data=body, timeout=GRACEFUL_TIMEOUT,
-                                          headers={"Content-Type": "application/json"}
-                                          ).status_code)
+                late.append(
+                    requests.post(
+                        f"{url}/predict",
+                        data=body,
+                        timeout=GRACEFUL_TIMEOUT,
+                        headers={"Content-Type": "application/json"},
+                    ).status_code
+                )
             except requests.ConnectionError as exc:
                 late.append(exc)
 

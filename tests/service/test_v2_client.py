@@ -14,7 +14,8 @@ from flask.testing import FlaskClient
 from test_gunicorn import gunicorn, server_env, stop, wait_ready  # noqa: F401 - fixture
 
 httpclient = pytest.importorskip(
-    "tritonclient.http", reason="tritonclient[http] is not installed (pip install -e '.[test]')")
+    "tritonclient.http", reason="tritonclient[http] is not installed (pip install -e '.[test]')"
+)
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 TOKEN = "client-test-token-0123456789"
@@ -31,8 +32,10 @@ class BearerToken(httpclient.InferenceServerClientPlugin):  # type: ignore[misc]
 
 
 @pytest.fixture(scope="module")
-def server(server_env: dict[str, str],  # noqa: F811 - the fixture imported above
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(
+    server_env: dict[str, str],  # noqa: F811 - the fixture imported above
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
     """gunicorn with a bearer token set; yields host:port, as tritonclient wants it."""
     log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
     proc = gunicorn({**server_env, "AUTH_TOKEN": TOKEN}, log)
@@ -63,8 +66,14 @@ def fp32_input(x: np.ndarray, binary: bool = True) -> Any:
 
 def expected(client: FlaskClient, x: np.ndarray) -> dict[str, Any]:
     """The service's own answer for pixels ``x`` (UINT8), through the Flask test client."""
-    response = client.post("/v2/models/mnist/infer", json={"inputs": [
-        {"name": "input", "shape": list(x.shape), "datatype": "UINT8", "data": x.ravel().tolist()}]})
+    response = client.post(
+        "/v2/models/mnist/infer",
+        json={
+            "inputs": [
+                {"name": "input", "shape": list(x.shape), "datatype": "UINT8", "data": x.ravel().tolist()}
+            ]
+        },
+    )
     return {o["name"]: np.asarray(o["data"]) for o in response.get_json()["outputs"]}
 
 
@@ -87,13 +96,11 @@ def test_health_and_metadata(triton: Any) -> None:
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
 def test_infer_fp32(triton: Any, client: FlaskClient, binary: bool) -> None:
     x = pixels()
-    result = triton.infer("mnist", [fp32_input(x.reshape(4, 784) / 255, binary)],
-                          request_id="fp32")
+    result = triton.infer("mnist", [fp32_input(x.reshape(4, 784) / 255, binary)], request_id="fp32")
     want = expected(client, x)
     probabilities = result.as_numpy("probabilities")
     assert probabilities.dtype == np.float32 and probabilities.shape == (4, 10)
-    np.testing.assert_allclose(probabilities.ravel(), want["probabilities"], rtol=1e-6,
-                               atol=1e-7)
+    np.testing.assert_allclose(probabilities.ravel(), want["probabilities"], rtol=1e-6, atol=1e-7)
     assert result.as_numpy("label").tolist() == want["label"].tolist()
     assert result.get_response()["id"] == "fp32"
     assert result.get_response()["model_name"] == "mnist"
@@ -107,17 +114,20 @@ def test_infer_uint8_images(triton: Any, client: FlaskClient, binary: bool) -> N
     result = triton.infer("mnist", [inp])
     want = expected(client, x)
     assert result.as_numpy("label").tolist() == want["label"].tolist()
-    np.testing.assert_allclose(result.as_numpy("probabilities").ravel(), want["probabilities"],
-                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        result.as_numpy("probabilities").ravel(), want["probabilities"], rtol=1e-6, atol=1e-7
+    )
 
 
-def test_requested_outputs_classification_and_compression(triton: Any,
-                                                          client: FlaskClient) -> None:
+def test_requested_outputs_classification_and_compression(triton: Any, client: FlaskClient) -> None:
     x = pixels(2, seed=2)
-    outputs = [httpclient.InferRequestedOutput("label", binary_data=False),
-               httpclient.InferRequestedOutput("probabilities", class_count=3)]
-    result = triton.infer("mnist", [fp32_input(x / 255)], outputs=outputs,
-                          request_compression_algorithm="gzip")
+    outputs = [
+        httpclient.InferRequestedOutput("label", binary_data=False),
+        httpclient.InferRequestedOutput("probabilities", class_count=3),
+    ]
+    result = triton.infer(
+        "mnist", [fp32_input(x / 255)], outputs=outputs, request_compression_algorithm="gzip"
+    )
     want = expected(client, x)
     assert result.get_response()["outputs"][0]["data"] == want["label"].tolist()
     top = result.as_numpy("probabilities")
@@ -133,19 +143,32 @@ def test_versioned_infer(triton: Any) -> None:
     assert result.get_response()["model_version"] == version
 
 
-@pytest.mark.parametrize("call,status,says", [
-    (lambda t: t.infer("nope", [fp32_input(np.zeros((1, 784)))]), "404", "no model named 'nope'"),
-    (lambda t: t.infer("mnist", [fp32_input(np.zeros((1, 784)))], model_version="999"), "404",
-     "has no version '999'"),
-    (lambda t: t.get_model_metadata("nope"), "404", "no model named 'nope'"),
-    (lambda t: t.infer("mnist", [fp32_input(np.zeros((1, 783)))]), "400", "does not fit"),
-    (lambda t: t.infer("mnist", [fp32_input(np.full((1, 784), 2.0))]), "400", "[0, 1]"),
-    (lambda t: t.infer("mnist", [fp32_input(np.full((1, 784), np.nan))]), "400", "finite"),
-    (lambda t: t.infer("mnist", [fp32_input(np.zeros((17, 784)))]), "400", "at most 16"),
-], ids=["unknown-model", "unknown-version", "unknown-model-metadata", "wrong-shape",
-        "out-of-range", "nan", "batch-over-limit"])
-def test_errors_reach_the_client_as_exceptions(triton: Any, call: Any, status: str,
-                                               says: str) -> None:
+@pytest.mark.parametrize(
+    "call,status,says",
+    [
+        (lambda t: t.infer("nope", [fp32_input(np.zeros((1, 784)))]), "404", "no model named 'nope'"),
+        (
+            lambda t: t.infer("mnist", [fp32_input(np.zeros((1, 784)))], model_version="999"),
+            "404",
+            "has no version '999'",
+        ),
+        (lambda t: t.get_model_metadata("nope"), "404", "no model named 'nope'"),
+        (lambda t: t.infer("mnist", [fp32_input(np.zeros((1, 783)))]), "400", "does not fit"),
+        (lambda t: t.infer("mnist", [fp32_input(np.full((1, 784), 2.0))]), "400", "[0, 1]"),
+        (lambda t: t.infer("mnist", [fp32_input(np.full((1, 784), np.nan))]), "400", "finite"),
+        (lambda t: t.infer("mnist", [fp32_input(np.zeros((17, 784)))]), "400", "at most 16"),
+    ],
+    ids=[
+        "unknown-model",
+        "unknown-version",
+        "unknown-model-metadata",
+        "wrong-shape",
+        "out-of-range",
+        "nan",
+        "batch-over-limit",
+    ],
+)
+def test_errors_reach_the_client_as_exceptions(triton: Any, call: Any, status: str, says: str) -> None:
     with pytest.raises(InferenceServerException) as info:
         call(triton)
     assert info.value.status() == status
@@ -169,9 +192,11 @@ def test_without_the_token_only_health_answers(server: str) -> None:
         for client in (anonymous, wrong):
             assert client.is_server_live() and client.is_server_ready()
             assert client.is_model_ready("mnist")
-            for call in (lambda c: c.get_model_metadata("mnist"),
-                         lambda c: c.infer("mnist", [fp32_input(np.zeros((1, 784)))]),
-                         lambda c: c.get_server_metadata()):
+            for call in (
+                lambda c: c.get_model_metadata("mnist"),
+                lambda c: c.infer("mnist", [fp32_input(np.zeros((1, 784)))]),
+                lambda c: c.get_server_metadata(),
+            ):
                 with pytest.raises(InferenceServerException) as info:
                     call(client)
                 assert info.value.status() == "401"

@@ -32,7 +32,8 @@ def check(schema: type[schemas.Schema], body: dict) -> dict:
 
 # --- predict ------------------------------------------------------------------------------
 def test_predict_returns_label_class_name_probabilities_model_and_version(
-        client: FlaskClient, mnist_sample: Sample, mnist_net: TwoLayerNet, model_dir: Path) -> None:
+    client: FlaskClient, mnist_sample: Sample, mnist_net: TwoLayerNet, model_dir: Path
+) -> None:
     images, labels = mnist_sample
     x = pixels(images[:8])
     response = client.post("/v1/models/mnist/predict", json={"inputs": x.tolist()})
@@ -45,8 +46,7 @@ def test_predict_returns_label_class_name_probabilities_model_and_version(
     # float32 written in its shortest form: read back as float32, exactly the model's numbers
     np.testing.assert_array_equal(got.astype(np.float32), expected)
     assert [p["label"] for p in body["predictions"]] == expected.argmax(axis=1).tolist()
-    assert [p["class_name"] for p in body["predictions"]] == [
-        DIGITS[k] for k in expected.argmax(axis=1)]
+    assert [p["class_name"] for p in body["predictions"]] == [DIGITS[k] for k in expected.argmax(axis=1)]
     # a model trained on these digits gets (nearly) all of them right
     assert np.mean(got.argmax(axis=1) == labels[:8]) >= 7 / 8
 
@@ -58,32 +58,38 @@ def test_flat_and_nested_inputs_agree(client: FlaskClient, mnist_sample: Sample)
     assert flat == nested
 
 
-def test_pixel_range_0_255_is_the_same_as_dividing_by_255(client: FlaskClient,
-                                                         mnist_sample: Sample) -> None:
+def test_pixel_range_0_255_is_the_same_as_dividing_by_255(client: FlaskClient, mnist_sample: Sample) -> None:
     images = mnist_sample[0][:4]
-    raw = client.post("/predict", json={"inputs": images.reshape(4, -1).tolist(),
-                                        "pixel_range": "0-255"}).get_json()
+    raw = client.post(
+        "/predict", json={"inputs": images.reshape(4, -1).tolist(), "pixel_range": "0-255"}
+    ).get_json()
     scaled = client.post("/predict", json={"inputs": pixels(images).tolist()}).get_json()
     assert raw == scaled
 
 
 def test_short_routes_serve_the_default_model(client: FlaskClient) -> None:
     payload = {"inputs": [[0.0] * 784]}
-    assert (client.post("/predict", json=payload).get_json()
-            == client.post("/v1/models/mnist/predict", json=payload).get_json())
+    assert (
+        client.post("/predict", json=payload).get_json()
+        == client.post("/v1/models/mnist/predict", json=payload).get_json()
+    )
 
 
-def test_each_model_is_served_with_its_own_shape_and_classes(client: FlaskClient,
-                                                             model_dir: Path) -> None:
+def test_each_model_is_served_with_its_own_shape_and_classes(client: FlaskClient, model_dir: Path) -> None:
     net = load_model(model_dir / "fashion-mnist.npz").network()
     x = np.linspace(0, 1, 2 * 784, dtype=np.float32).reshape(2, 784)
     body = client.post("/v1/models/fashion-mnist/predict", json={"inputs": x.tolist()}).get_json()
-    np.testing.assert_array_equal([p["probabilities"] for p in body["predictions"]],
-                                  net.predict(x))  # float64 model: float64 digits
+    np.testing.assert_array_equal(
+        [p["probabilities"] for p in body["predictions"]], net.predict(x)
+    )  # float64 model: float64 digits
     assert body["predictions"][0]["class_name"] in FASHION_CLASSES
     # input_shape [784]: flat rows, and the 28x28 grid an image of it would be
-    assert client.post("/v1/models/fashion-mnist/predict",
-                       json={"inputs": x.reshape(2, 28, 28).tolist()}).status_code == 200
+    assert (
+        client.post(
+            "/v1/models/fashion-mnist/predict", json={"inputs": x.reshape(2, 28, 28).tolist()}
+        ).status_code
+        == 200
+    )
 
 
 def test_batch_of_the_maximum_size_is_accepted(client: FlaskClient, settings) -> None:
@@ -97,15 +103,16 @@ def test_batch_of_the_maximum_size_is_accepted(client: FlaskClient, settings) ->
 @pytest.mark.parametrize("model", ["mnist", "fashion-mnist"])
 @pytest.mark.parametrize("loss_name", LOSSES)
 @pytest.mark.parametrize("one_hot", [False, True], ids=["integer-labels", "one-hot"])
-def test_loss_equals_two_layer_net_loss(client: FlaskClient, mnist_sample: Sample,
-                                        model_dir: Path, model: str, loss_name: str,
-                                        one_hot: bool) -> None:
+def test_loss_equals_two_layer_net_loss(
+    client: FlaskClient, mnist_sample: Sample, model_dir: Path, model: str, loss_name: str, one_hot: bool
+) -> None:
     images, labels = mnist_sample
     x = pixels(images[:12])
     t = np.eye(10, dtype=int)[labels[:12]] if one_hot else labels[:12]
     t_sent = t.tolist()
-    response = client.post(f"/v1/models/{model}/loss",
-                           json={"inputs": x.tolist(), "labels": t_sent, "loss": loss_name})
+    response = client.post(
+        f"/v1/models/{model}/loss", json={"inputs": x.tolist(), "labels": t_sent, "loss": loss_name}
+    )
     assert response.status_code == 200
     body = check(schemas.LossResponseSchema, response.get_json())
     net = load_model(model_dir / f"{model}.npz").network()
@@ -122,14 +129,13 @@ def test_loss_defaults_to_cross_entropy(client: FlaskClient, mnist_net: TwoLayer
 
 @pytest.mark.parametrize("model", ["mnist", "fashion-mnist"])
 @pytest.mark.parametrize("one_hot", [False, True], ids=["integer-labels", "one-hot"])
-def test_accuracy_equals_two_layer_net_accuracy(client: FlaskClient, mnist_sample: Sample,
-                                                model_dir: Path, model: str,
-                                                one_hot: bool) -> None:
+def test_accuracy_equals_two_layer_net_accuracy(
+    client: FlaskClient, mnist_sample: Sample, model_dir: Path, model: str, one_hot: bool
+) -> None:
     images, labels = mnist_sample
     x = pixels(images[:16])
     t = np.eye(10, dtype=int)[labels[:16]] if one_hot else labels[:16]
-    response = client.post(f"/v1/models/{model}/accuracy",
-                           json={"inputs": x.tolist(), "labels": t.tolist()})
+    response = client.post(f"/v1/models/{model}/accuracy", json={"inputs": x.tolist(), "labels": t.tolist()})
     body = check(schemas.AccuracyResponseSchema, response.get_json())
     net = load_model(model_dir / f"{model}.npz").network()
     expected = net.accuracy(x, t)
@@ -143,8 +149,7 @@ def test_accuracy_equals_two_layer_net_accuracy(client: FlaskClient, mnist_sampl
 def test_base64_images_and_data_urls(client: FlaskClient) -> None:
     one = png_bytes(drawn_digit("1"))
     encoded = base64.b64encode(one).decode()
-    body = client.post("/predict", json={
-        "images": [encoded, "data:image/png;base64," + encoded]}).get_json()
+    body = client.post("/predict", json={"images": [encoded, "data:image/png;base64," + encoded]}).get_json()
     first, second = body["predictions"]
     assert first == second
     assert first["label"] == 1
@@ -152,42 +157,50 @@ def test_base64_images_and_data_urls(client: FlaskClient) -> None:
 
 def test_multipart_upload_of_several_files_with_labels(client: FlaskClient) -> None:
     files = [(io.BytesIO(png_bytes(drawn_digit(d))), f"{d}.png") for d in "017"]
-    response = client.post("/accuracy", data={"images": files, "labels": "0,1,7"},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/accuracy", data={"images": files, "labels": "0,1,7"}, content_type="multipart/form-data"
+    )
     body = check(schemas.AccuracyResponseSchema, response.get_json())
     assert (body["accuracy"], body["correct"], body["count"]) == (1.0, 3, 3)
 
 
 def test_multipart_labels_as_json_and_loss_option(client: FlaskClient) -> None:
     files = [(io.BytesIO(png_bytes(drawn_digit(d))), f"{d}.png") for d in "01"]
-    response = client.post("/loss", data={"file": files, "labels": "[0, 1]",
-                                          "loss": "mean_squared_error"},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/loss",
+        data={"file": files, "labels": "[0, 1]", "loss": "mean_squared_error"},
+        content_type="multipart/form-data",
+    )
     body = response.get_json()
     assert (body["loss_name"], body["count"]) == ("mean_squared_error", 2)
 
 
-@pytest.mark.parametrize("mimetype,fmt", [("image/png", "PNG"), ("image/jpeg", "JPEG"),
-                                          ("image/gif", "GIF"), ("image/bmp", "BMP"),
-                                          ("image/webp", "WEBP")])
-def test_raw_image_body_in_every_accepted_format(client: FlaskClient, mimetype: str,
-                                                 fmt: str) -> None:
+@pytest.mark.parametrize(
+    "mimetype,fmt",
+    [
+        ("image/png", "PNG"),
+        ("image/jpeg", "JPEG"),
+        ("image/gif", "GIF"),
+        ("image/bmp", "BMP"),
+        ("image/webp", "WEBP"),
+    ],
+)
+def test_raw_image_body_in_every_accepted_format(client: FlaskClient, mimetype: str, fmt: str) -> None:
     data = png_bytes(drawn_digit("7", mode="RGB"), fmt=fmt)
     response = client.post("/predict", data=data, content_type=mimetype)
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["predictions"][0]["label"] == 7
 
 
-def test_raw_image_body_takes_options_from_the_query_string(client: FlaskClient,
-                                                           mnist_net: TwoLayerNet) -> None:
+def test_raw_image_body_takes_options_from_the_query_string(
+    client: FlaskClient, mnist_net: TwoLayerNet
+) -> None:
     data = png_bytes(drawn_digit("0"))
-    response = client.post("/loss?labels=0&loss=mean_squared_error", data=data,
-                           content_type="image/png")
+    response = client.post("/loss?labels=0&loss=mean_squared_error", data=data, content_type="image/png")
     assert response.get_json()["loss_name"] == "mean_squared_error"
 
 
-def test_preprocess_false_takes_an_mnist_image_as_it_is(client: FlaskClient,
-                                                        mnist_sample: Sample) -> None:
+def test_preprocess_false_takes_an_mnist_image_as_it_is(client: FlaskClient, mnist_sample: Sample) -> None:
     """A 28x28 PNG of a real MNIST digit with preprocessing off is exactly its pixels / 255."""
     images = mnist_sample[0][:2]
     as_numbers = client.post("/predict", json={"inputs": pixels(images).tolist()}).get_json()
@@ -196,22 +209,24 @@ def test_preprocess_false_takes_an_mnist_image_as_it_is(client: FlaskClient,
     assert as_images == as_numbers
     # one image against one input: BLAS may round a batch of 1 differently from a batch of 2
     one = client.post("/predict", json={"inputs": pixels(images[:1]).tolist()}).get_json()
-    raw = client.post("/predict?preprocess=false", data=png_bytes(Image.fromarray(images[0])),
-                      content_type="image/png").get_json()
+    raw = client.post(
+        "/predict?preprocess=false", data=png_bytes(Image.fromarray(images[0])), content_type="image/png"
+    ).get_json()
     assert raw == one
 
 
 def test_photographed_mnist_digits_are_recovered_by_preprocessing(
-        client: FlaskClient, mnist_sample: Sample) -> None:
+    client: FlaskClient, mnist_sample: Sample
+) -> None:
     """Real digits, enlarged, inverted (black on white) and moved off-centre, then uploaded:
     MNIST-style preprocessing must turn them back into what the model knows."""
     images, labels = mnist_sample
     encoded = [base64.b64encode(png_bytes(sample_as_photo(im))).decode() for im in images[:16]]
-    body = client.post("/accuracy", json={"images": encoded,
-                                          "labels": labels[:16].tolist()}).get_json()
+    body = client.post("/accuracy", json={"images": encoded, "labels": labels[:16].tolist()}).get_json()
     assert body["accuracy"] >= 14 / 16
-    unprocessed = client.post("/accuracy", json={"images": encoded, "preprocess": False,
-                                                 "labels": labels[:16].tolist()}).get_json()
+    unprocessed = client.post(
+        "/accuracy", json={"images": encoded, "preprocess": False, "labels": labels[:16].tolist()}
+    ).get_json()
     assert unprocessed["accuracy"] < body["accuracy"]
 
 
@@ -245,8 +260,7 @@ def test_model_info_comes_from_the_file(client: FlaskClient, model_dir: Path) ->
 def test_health_and_readiness(client: FlaskClient) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = check(schemas.StatusResponseSchema, client.get("/readyz").get_json())
-    assert ready == {"status": "ready", "default_model": "mnist",
-                     "models": ["fashion-mnist", "mnist"]}
+    assert ready == {"status": "ready", "default_model": "mnist", "models": ["fashion-mnist", "mnist"]}
 
 
 def test_openapi_and_docs_page(client: FlaskClient) -> None:

@@ -37,8 +37,11 @@ def test_train_writes_model_history_and_plot(tmp_path, mnist_sample_dir, capsys)
     assert meta["class_names"] == [str(i) for i in range(10)]
     assert meta["dataset"]["name"] == "mnist"
     assert set(meta["dataset"]["files"]) == {
-        "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    }
     assert meta["training"]["config"]["hidden_size"] == 16
     assert meta["training"]["seed"] == 0
     assert 0 <= meta["metrics"]["test_accuracy"] <= 1
@@ -102,8 +105,24 @@ def test_resume_without_checkpoint(tmp_path, mnist_sample_dir, capsys):
 
 
 def _spawn_train(data_dir, output, epochs, *extra):
-    cmd = [sys.executable, "-m", "training", "train", "--data-dir", str(data_dir), "--output", str(output),
-           "--hidden-size", "16", "--batch-size", "10", "--epochs", str(epochs), "--no-progress", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "training",
+        "train",
+        "--data-dir",
+        str(data_dir),
+        "--output",
+        str(output),
+        "--hidden-size",
+        "16",
+        "--batch-size",
+        "10",
+        "--epochs",
+        str(epochs),
+        "--no-progress",
+        *extra,
+    ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -154,7 +173,19 @@ def test_resume_with_other_settings_is_refused(tmp_path, mnist_sample_dir, capsy
             break
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
-    argv = ["train", "--data-dir", str(mnist_sample_dir), "--output", str(tmp_path / "m.npz"),
-            "--hidden-size", "32", "--batch-size", "10", "--epochs", str(RESUME_EPOCHS), "--resume"]
+    argv = [
+        "train",
+        "--data-dir",
+        str(mnist_sample_dir),
+        "--output",
+        str(tmp_path / "m.npz"),
+        "--hidden-size",
+        "32",
+        "--batch-size",
+        "10",
+        "--epochs",
+        str(RESUME_EPOCHS),
+        "--resume",
+    ]
     assert main(argv) == 2
     assert "different settings (hidden_size)" in one_error_line(capsys)

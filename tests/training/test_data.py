@@ -102,10 +102,8 @@ IMAGES_3 = idx_bytes(0x0803, (3, 28, 28), bytes(3 * 784))
         (b"\x12\x34\x08\x03" + bytes(12), "not an IDX file: magic number 0x12340803"),
         (idx_bytes(0x0D03, (1, 2, 2), bytes(16)), "unsupported IDX element type 0x0d"),
         (idx_bytes(0x0802, (2, 2), bytes(4)), "unsupported IDX rank 2 (expected 1 for labels or 3"),
-        (b"\x00\x00\x08\x03\x00\x00\x00\x03",
-         "truncated header: 3 dimensions need 16 bytes, got 8"),
-        (IMAGES_3[: 16 + 1000],
-         "truncated: header says 3x28x28 (2352 bytes) but only 1000 bytes follow"),
+        (b"\x00\x00\x08\x03\x00\x00\x00\x03", "truncated header: 3 dimensions need 16 bytes, got 8"),
+        (IMAGES_3[: 16 + 1000], "truncated: header says 3x28x28 (2352 bytes) but only 1000 bytes follow"),
         (IMAGES_3 + b"extra", "5 trailing bytes after the 2352 bytes that 3x28x28 needs"),
         (gzip.compress(IMAGES_3), "it looks gzip-compressed, so name it .gz"),
     ],
@@ -165,8 +163,12 @@ _IDX_LIKE = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(content=st.binary(max_size=300) | _IDX_LIKE, compress=st.booleans(), gz_name=st.booleans())
 def test_read_idx_parses_or_raises_idx_format_error(fuzz_dir, content, compress, gz_name):
     path = fuzz_dir / ("data.gz" if gz_name else "data")
@@ -203,15 +205,16 @@ def test_load_dataset_from_data_dir_uses_the_sample():
     for name, info in ds.files.items():
         assert info["path"] == str(SAMPLE_DIR / name)
         assert info["sha256"] == sha256_of(SAMPLE_DIR / name)
-        assert info["idx_sha256"] == hashlib.sha256(
-            gzip.decompress((SAMPLE_DIR / name).read_bytes())).hexdigest()
+        assert (
+            info["idx_sha256"]
+            == hashlib.sha256(gzip.decompress((SAMPLE_DIR / name).read_bytes())).hexdigest()
+        )
     json.dumps({n: dict(f) for n, f in ds.files.items()})
 
 
 def test_data_dir_accepts_uncompressed_files(tmp_path):
     for name in FILE_NAMES:
-        (tmp_path / name.removesuffix(".gz")).write_bytes(
-            gzip.decompress((SAMPLE_DIR / name).read_bytes()))
+        (tmp_path / name.removesuffix(".gz")).write_bytes(gzip.decompress((SAMPLE_DIR / name).read_bytes()))
     ds = load_dataset("fashion-mnist", tmp_path, download=False)
     assert ds.name == "fashion-mnist" and ds.class_names[0] == "T-shirt/top"
     assert set(ds.files) == {n.removesuffix(".gz") for n in FILE_NAMES}
@@ -242,12 +245,13 @@ def test_count_mismatch_names_both_files(tmp_path):
 @pytest.mark.parametrize(
     ("name", "array", "problem"),
     [
-        ("train-labels-idx1-ubyte.gz", np.array([0, 1, 2, 3, 10, 11], np.uint8),
-         "label 10 at index 4 is outside [0, 9] (2 labels out of range)"),
-        ("train-images-idx3-ubyte.gz", np.zeros((6, 5, 5), np.uint8),
-         "images are 5x5, expected 28x28"),
-        ("train-images-idx3-ubyte.gz", np.zeros(6, np.uint8),
-         "expected images (rank 3), found labels"),
+        (
+            "train-labels-idx1-ubyte.gz",
+            np.array([0, 1, 2, 3, 10, 11], np.uint8),
+            "label 10 at index 4 is outside [0, 9] (2 labels out of range)",
+        ),
+        ("train-images-idx3-ubyte.gz", np.zeros((6, 5, 5), np.uint8), "images are 5x5, expected 28x28"),
+        ("train-images-idx3-ubyte.gz", np.zeros(6, np.uint8), "expected images (rank 3), found labels"),
         ("train-images-idx3-ubyte.gz", np.zeros((0, 28, 28), np.uint8), "holds no images"),
     ],
     ids=["label-range", "image-size", "swapped", "empty"],
@@ -288,7 +292,10 @@ def test_as_training_arrays_rejects_wrong_input():
 
 def test_pixel_preprocessing_documents_the_scaling():
     assert PIXEL_PREPROCESSING == {
-        "scale": 255, "range": [0, 1], "layout": "row-major 28x28, white digit on black"}
+        "scale": 255,
+        "range": [0, 1],
+        "layout": "row-major 28x28, white digit on black",
+    }
     json.dumps(PIXEL_PREPROCESSING)
 
 
@@ -304,16 +311,28 @@ def test_dataset_table():
     assert DATASETS["mnist"].mirrors[0] == "https://ossci-datasets.s3.amazonaws.com/mnist/"
     assert DATASETS["mnist"].package_dir is None
     fashion = DATASETS["fashion-mnist"]
-    assert fashion.class_names == ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+    assert fashion.class_names == (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    )
     assert fashion.package_dir == "/usr/share/datasets/fashion-mnist"
     assert set(fashion.idx_sha256) == set(FILE_NAMES)
     with pytest.raises(ValueError, match="64 lowercase hex"):
         DatasetSpec(name="x", class_names=DIGITS, mirrors=(), sha256={"f": "abc"})
 
 
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
-                    reason="dataset-fashion-mnist (Debian package) is not installed")
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+    reason="dataset-fashion-mnist (Debian package) is not installed",
+)
 def test_installed_fashion_mnist_package_matches_the_official_data(tmp_path):
     ds = load_dataset("fashion-mnist", cache_dir=tmp_path, download=False, progress=False)
     assert ds.source == "package"
@@ -343,8 +362,7 @@ def mirror(tmp_path):
     root = tmp_path / "www"
     root.mkdir()
     server = _RecordingServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
-                              daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/", root, server.requests
@@ -388,8 +406,11 @@ def test_download_lands_verified_in_the_cache_then_cache_is_used_offline(tmp_pat
     assert cache_listing(cache) == sorted(FILE_NAMES)
     for name in FILE_NAMES:
         assert sha256_of(cache / "tiny" / name) == spec.sha256[name]
-        assert ds.files[name] == {"path": str(cache / "tiny" / name), "sha256": spec.sha256[name],
-                                  "idx_sha256": ds.files[name]["idx_sha256"]}
+        assert ds.files[name] == {
+            "path": str(cache / "tiny" / name),
+            "sha256": spec.sha256[name],
+            "idx_sha256": ds.files[name]["idx_sha256"],
+        }
     requests_after_download = len(log)
     assert requests_after_download == 4
 
@@ -412,20 +433,28 @@ def test_download_file_verifies_before_the_rename(tmp_path, served):
     spec, base, _ = served
     dest = tmp_path / "out" / "train-labels-idx1-ubyte.gz"
     with pytest.raises(DownloadError, match="SHA-256 mismatch"):
-        download_file([base + "bad/train-labels-idx1-ubyte.gz"], dest,
-                      spec.sha256["train-labels-idx1-ubyte.gz"], progress=False)
+        download_file(
+            [base + "bad/train-labels-idx1-ubyte.gz"],
+            dest,
+            spec.sha256["train-labels-idx1-ubyte.gz"],
+            progress=False,
+        )
     assert not dest.exists() and list(dest.parent.iterdir()) == []
-    got = download_file([base + "bad/train-labels-idx1-ubyte.gz",
-                         base + "good/train-labels-idx1-ubyte.gz"], dest,
-                        spec.sha256["train-labels-idx1-ubyte.gz"], progress=True)
+    got = download_file(
+        [base + "bad/train-labels-idx1-ubyte.gz", base + "good/train-labels-idx1-ubyte.gz"],
+        dest,
+        spec.sha256["train-labels-idx1-ubyte.gz"],
+        progress=True,
+    )
     assert got == dest and sha256_of(dest) == spec.sha256["train-labels-idx1-ubyte.gz"]
     assert [p.name for p in dest.parent.iterdir()] == [dest.name]
 
 
 def test_404_mirror_falls_through_to_the_next(tmp_path, served):
     spec, base, log = served
-    ds = load_dataset(spec, cache_dir=tmp_path / "c", progress=False,
-                      mirrors=[base + "missing/", base + "good/"])
+    ds = load_dataset(
+        spec, cache_dir=tmp_path / "c", progress=False, mirrors=[base + "missing/", base + "good/"]
+    )
     assert ds.source == "download"
     statuses = [(path.split("/")[1], status) for _, path, status in log]
     assert statuses.count(("missing", "404")) == 4 and statuses.count(("good", "200")) == 4
@@ -435,14 +464,12 @@ def test_everything_failing_gives_one_line_with_the_fix(tmp_path, served, closed
     spec, base, _ = served
     cache = tmp_path / "cache"
     with pytest.raises(DatasetUnavailableError) as info:
-        load_dataset(spec, cache_dir=cache, progress=False,
-                     mirrors=[base + "missing", closed_port_url])
+        load_dataset(spec, cache_dir=cache, progress=False, mirrors=[base + "missing", closed_port_url])
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(f"tiny: not found in {cache / 'tiny'} and download failed (")
     assert "HTTP 404" in message and "unreachable" in message
-    assert message.endswith(
-        "; pass --data-dir DIR with the four IDX files, or connect to the internet")
+    assert message.endswith("; pass --data-dir DIR with the four IDX files, or connect to the internet")
     assert cache_listing(cache) == []
 
 
@@ -460,14 +487,16 @@ def test_corrupted_cache_file_is_replaced(tmp_path, served):
     (cache / "tiny" / "train-images-idx3-ubyte.gz").write_bytes(b"garbage")
     ds = load_dataset(spec, cache_dir=cache, progress=False)
     assert ds.source == "download" and len(log) == 5
-    assert sha256_of(cache / "tiny" / "train-images-idx3-ubyte.gz") == spec.sha256[
-        "train-images-idx3-ubyte.gz"]
+    assert (
+        sha256_of(cache / "tiny" / "train-images-idx3-ubyte.gz") == spec.sha256["train-images-idx3-ubyte.gz"]
+    )
 
 
 def test_environment_variables_choose_cache_and_mirror(tmp_path, served, monkeypatch):
     spec, base, _ = served
-    offline = DatasetSpec(name="tiny", class_names=DIGITS, mirrors=("http://127.0.0.1:9/",),
-                          sha256=spec.sha256)
+    offline = DatasetSpec(
+        name="tiny", class_names=DIGITS, mirrors=("http://127.0.0.1:9/",), sha256=spec.sha256
+    )
     monkeypatch.setenv("DIGITS_DATA_CACHE", str(tmp_path / "envcache"))
     monkeypatch.setenv("DIGITS_DATA_MIRROR", f"{base}missing/, {base}good")
     ds = load_dataset(offline, progress=False)
@@ -480,10 +509,17 @@ def test_package_dir_is_checked_by_idx_hash_and_skipped_when_wrong(tmp_path, ser
     spec, base, log = served
     package = tmp_path / "package"
     write_tiny_dataset(package)
-    idx_hashes = {n: hashlib.sha256(gzip.decompress((package / n).read_bytes())).hexdigest()
-                  for n in FILE_NAMES}
-    good = DatasetSpec(name="tiny", class_names=DIGITS, mirrors=spec.mirrors, sha256=spec.sha256,
-                       idx_sha256=idx_hashes, package_dir=str(package))
+    idx_hashes = {
+        n: hashlib.sha256(gzip.decompress((package / n).read_bytes())).hexdigest() for n in FILE_NAMES
+    }
+    good = DatasetSpec(
+        name="tiny",
+        class_names=DIGITS,
+        mirrors=spec.mirrors,
+        sha256=spec.sha256,
+        idx_sha256=idx_hashes,
+        package_dir=str(package),
+    )
     ds = load_dataset(good, cache_dir=tmp_path / "cache", progress=False)
     assert ds.source == "package" and log == []
 

@@ -63,8 +63,7 @@ def idx_files(draw: st.DrawFn) -> tuple[bytes, tuple[int, ...], int | None]:
     dims = tuple(draw(st.lists(_dim, min_size=magic & 0xFF, max_size=magic & 0xFF)))
     need = math.prod(dims)
     if need <= 4096:  # small enough to write: exact, a few bytes short or over, or empty
-        length = draw(st.sampled_from([need, max(need - 1, 0), need + 1, 0])
-                      | st.integers(0, need + 8))
+        length = draw(st.sampled_from([need, max(need - 1, 0), need + 1, 0]) | st.integers(0, need + 8))
     else:
         length = draw(st.integers(0, 64))
     payload = draw(st.binary(min_size=length, max_size=length))
@@ -98,16 +97,19 @@ def test_headers_with_any_dims_and_payload(
         return
     if intact and surplus == 0 and math.prod(dims) <= MAX_IDX_BYTES:
         assert arr is not None and arr.shape == dims
-        assert arr.tobytes() == data[4 + 4 * len(dims):]
+        assert arr.tobytes() == data[4 + 4 * len(dims) :]
     else:
         assert arr is None
 
 
-@pytest.mark.parametrize("dims", [
-    (2**22, 2**21, 2**21),       # 2**64: wrapped to 0 in uint64
-    (2**32 - 1, 2**32 - 1, 2**32 - 1),
-    (2**21, 2**21, 2**22 + 1),   # wraps to 2**42, still over the limit
-])
+@pytest.mark.parametrize(
+    "dims",
+    [
+        (2**22, 2**21, 2**21),  # 2**64: wrapped to 0 in uint64
+        (2**32 - 1, 2**32 - 1, 2**32 - 1),
+        (2**21, 2**21, 2**22 + 1),  # wraps to 2**42, still over the limit
+    ],
+)
 def test_dims_whose_product_overflows_64_bits_are_refused(tmp_path: Path, dims: tuple[int, ...]) -> None:
     """Regression: the size was computed in uint64, so 2**22 x 2**21 x 2**21 wrapped to 0 bytes
     and the header passed its checks, leaking numpy's ValueError from reshape."""

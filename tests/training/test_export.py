@@ -142,14 +142,16 @@ def test_corrupt_member_inside_a_valid_zip(tmp_path, net):
         (lambda a: a.update(metadata=np.array(json.dumps(META))), "format_version None"),
         (lambda a: a.update(metadata=_meta(format_version=True)), "format_version True"),
         (lambda a: a.update(metadata=_meta(format_version=1.0)), "format_version 1.0"),
-        (lambda a: a.update(W1=np.zeros((6, 0), np.float32), b1=np.zeros(0, np.float32),
-                            W2=np.zeros((0, 3), np.float32)), "no hidden units"),
+        (
+            lambda a: a.update(
+                W1=np.zeros((6, 0), np.float32), b1=np.zeros(0, np.float32), W2=np.zeros((0, 3), np.float32)
+            ),
+            "no hidden units",
+        ),
         (lambda a: a.update(metadata=_meta(format_version=1, hidden_size=5)), "hidden_size 5"),
         (lambda a: a.update(metadata=_meta(format_version=1, hidden_size="4")), "hidden_size '4'"),
-        (lambda a: a.update(metadata=_meta(format_version=1, input_shape=[0, 6])),
-         "positive integers"),
-        (lambda a: a.update(metadata=_meta(format_version=1, class_names=[])),
-         "class_names"),
+        (lambda a: a.update(metadata=_meta(format_version=1, input_shape=[0, 6])), "positive integers"),
+        (lambda a: a.update(metadata=_meta(format_version=1, class_names=[])), "class_names"),
         (lambda a: a.update(metadata=np.array([1, 2])), "single JSON string"),
     ],
 )

@@ -71,9 +71,13 @@ def load_or_error(path: Path) -> ModelFile | None:
 
 # --- arbitrary bytes ------------------------------------------------------------------------
 @settings(max_examples=examples(150))
-@given(st.one_of(st.binary(max_size=600),
-                 st.binary(max_size=600).map(lambda b: b"PK\x03\x04" + b),
-                 st.binary(max_size=600).map(lambda b: b"\x93NUMPY" + b)))
+@given(
+    st.one_of(
+        st.binary(max_size=600),
+        st.binary(max_size=600).map(lambda b: b"PK\x03\x04" + b),
+        st.binary(max_size=600).map(lambda b: b"\x93NUMPY" + b),
+    )
+)
 def test_arbitrary_bytes(scratch: Path, data: bytes) -> None:
     path = scratch / "any.npz"
     path.write_bytes(data)
@@ -87,10 +91,16 @@ _flip = st.tuples(st.none() | st.integers(0, 50), st.integers(0, 10**6), st.inte
 
 
 @settings(max_examples=examples(300))
-@given(flips=st.lists(_flip, max_size=4), cut=st.none() | st.integers(0, 10**6),
-       splice=st.none() | st.tuples(st.integers(0, 10**6), st.binary(min_size=1, max_size=16)))
+@given(
+    flips=st.lists(_flip, max_size=4),
+    cut=st.none() | st.integers(0, 10**6),
+    splice=st.none() | st.tuples(st.integers(0, 10**6), st.binary(min_size=1, max_size=16)),
+)
 def test_valid_file_with_bytes_flipped_cut_or_inserted(
-    scratch: Path, valid_bytes: bytes, flips: list[tuple[int | None, int, int]], cut: int | None,
+    scratch: Path,
+    valid_bytes: bytes,
+    flips: list[tuple[int | None, int, int]],
+    cut: int | None,
     splice: tuple[int, bytes] | None,
 ) -> None:
     data = bytearray(valid_bytes)
@@ -102,9 +112,9 @@ def test_valid_file_with_bytes_flipped_cut_or_inserted(
             data[(records[record % len(records)] + offset % 46) % len(data)] ^= mask
     if splice is not None:
         position, extra = splice
-        data[position % len(data):position % len(data)] = extra
+        data[position % len(data) : position % len(data)] = extra
     if cut is not None:
-        del data[cut % len(data):]
+        del data[cut % len(data) :]
     path = scratch / "damaged.npz"
     path.write_bytes(bytes(data))
     model = load_or_error(path)
@@ -119,7 +129,9 @@ _json = st.recursive(
     max_leaves=12,
 )
 _shape_value = st.one_of(
-    st.just([2, 3]), st.just([6]), st.lists(st.integers(-2, 7), max_size=3),
+    st.just([2, 3]),
+    st.just([6]),
+    st.lists(st.integers(-2, 7), max_size=3),
     st.just([2**62, 4]),  # overflows int64 to 0 in np.prod
     _json,
 )
@@ -129,9 +141,17 @@ _version_value = st.one_of(st.just(FORMAT_VERSION), st.sampled_from([0, 2, 1.0, 
 
 @st.composite
 def metadata_arrays(draw: st.DrawFn) -> np.ndarray:
-    meta = draw(st.fixed_dictionaries(
-        {}, optional={"format_version": _version_value, "input_shape": _shape_value,
-                      "class_names": _names_value, "extra": _json}))
+    meta = draw(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "format_version": _version_value,
+                "input_shape": _shape_value,
+                "class_names": _names_value,
+                "extra": _json,
+            },
+        )
+    )
     text = json.dumps(meta)
     form = draw(st.sampled_from(["str"] * 5 + ["bytes", "list", "text", "deep", "number"]))
     if form == "bytes":
@@ -147,8 +167,9 @@ def metadata_arrays(draw: st.DrawFn) -> np.ndarray:
     return np.array(text)
 
 
-_dtypes = st.sampled_from([np.float32, np.float64, np.float16, np.int64, np.uint8, np.bool_,
-                           np.complex64, ">f4", "<U3", "V4"])
+_dtypes = st.sampled_from(
+    [np.float32, np.float64, np.float16, np.int64, np.uint8, np.bool_, np.complex64, ">f4", "<U3", "V4"]
+)
 
 
 @st.composite
@@ -180,16 +201,16 @@ def npz_members(draw: st.DrawFn) -> dict[str, np.ndarray]:
         # else: missing
     if draw(st.integers(0, 9)):
         members["metadata"] = draw(metadata_arrays())
-    for extra in draw(st.lists(st.sampled_from(["extra", "W3", "w1", "metadata.json"]), max_size=2,
-                               unique=True)):
+    for extra in draw(
+        st.lists(st.sampled_from(["extra", "W3", "w1", "metadata.json"]), max_size=2, unique=True)
+    ):
         members[extra] = np.zeros(1)
     return members
 
 
 @settings(max_examples=examples(300))
 @given(members=npz_members(), compressed=st.booleans())
-def test_random_arrays_and_metadata(scratch: Path, members: dict[str, np.ndarray],
-                                    compressed: bool) -> None:
+def test_random_arrays_and_metadata(scratch: Path, members: dict[str, np.ndarray], compressed: bool) -> None:
     path = scratch / "random.npz"
     with open(path, "wb") as fh:
         (np.savez_compressed if compressed else np.savez)(fh, **members)
@@ -204,12 +225,16 @@ def _patched(valid: bytes, offset_in_central: int, value: int) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.parametrize(("offset", "value", "what"), [
-    (10, 99, "compression method 99"),    # zipfile: NotImplementedError
-    (8, 0x01, "encrypted flag"),          # zipfile: RuntimeError (password required)
-])
-def test_unreadable_zip_entries_are_model_format_errors(tmp_path: Path, valid_bytes: bytes,
-                                                        offset: int, value: int, what: str) -> None:
+@pytest.mark.parametrize(
+    ("offset", "value", "what"),
+    [
+        (10, 99, "compression method 99"),  # zipfile: NotImplementedError
+        (8, 0x01, "encrypted flag"),  # zipfile: RuntimeError (password required)
+    ],
+)
+def test_unreadable_zip_entries_are_model_format_errors(
+    tmp_path: Path, valid_bytes: bytes, offset: int, value: int, what: str
+) -> None:
     """Regression: these leaked zipfile's NotImplementedError and RuntimeError."""
     path = tmp_path / "odd.npz"
     path.write_bytes(_patched(valid_bytes, offset, value))
@@ -219,8 +244,7 @@ def test_unreadable_zip_entries_are_model_format_errors(tmp_path: Path, valid_by
 
 def _npy_header_only(shape: tuple[int, ...]) -> bytes:
     buffer = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
     return buffer.getvalue() + bytes(64)
 
 
@@ -249,8 +273,12 @@ def test_metadata_nested_too_deep(tmp_path: Path) -> None:
 
 def test_input_shape_whose_product_wraps_to_zero(tmp_path: Path) -> None:
     """Regression: np.prod([2**62, 4]) wraps int64 to 0, which matched a W1 with 0 rows."""
-    params = {"W1": np.zeros((0, 4), np.float32), "b1": np.zeros(4, np.float32),
-              "W2": np.zeros((4, 3), np.float32), "b2": np.zeros(3, np.float32)}
+    params = {
+        "W1": np.zeros((0, 4), np.float32),
+        "b1": np.zeros(4, np.float32),
+        "W2": np.zeros((4, 3), np.float32),
+        "b2": np.zeros(3, np.float32),
+    }
     meta = dict(META, input_shape=[2**62, 4], format_version=FORMAT_VERSION)
     path = tmp_path / "wrap.npz"
     with open(path, "wb") as fh:

@@ -5,7 +5,7 @@ from training import gradient_descent, numerical_gradient
 
 
 def function_2(x):
-    return float(np.sum(x ** 2))
+    return float(np.sum(x**2))
 
 
 def test_numerical_gradient_textbook_points():

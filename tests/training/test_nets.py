@@ -26,7 +26,11 @@ def test_simple_net_gradient_matches_textbook_shape():
 def test_two_layer_net_shapes_and_probabilities():
     net = TwoLayerNet(784, 100, 10, rng=np.random.default_rng(0))
     assert {k: v.shape for k, v in net.params.items()} == {
-        "W1": (784, 100), "b1": (100,), "W2": (100, 10), "b2": (10,)}
+        "W1": (784, 100),
+        "b1": (100,),
+        "W2": (100, 10),
+        "b2": (10,),
+    }
     y = net.predict(np.random.default_rng(1).random((3, 784)))
     assert y.shape == (3, 10)
     np.testing.assert_allclose(y.sum(axis=1), 1.0)
@@ -138,5 +142,6 @@ def test_same_rng_seed_same_weights():
 
 def test_from_params_rejects_inconsistent_shapes():
     with pytest.raises(ValueError, match="inconsistent"):
-        TwoLayerNet.from_params({"W1": np.zeros((4, 3)), "b1": np.zeros(2),
-                                 "W2": np.zeros((3, 2)), "b2": np.zeros(2)})
+        TwoLayerNet.from_params(
+            {"W1": np.zeros((4, 3)), "b1": np.zeros(2), "W2": np.zeros((3, 2)), "b2": np.zeros(2)}
+        )

@@ -30,10 +30,17 @@ ROOT = Path(__file__).resolve().parents[2]
 QUICK = ["--hidden-size", "16", "--batch-size", "50", "--epochs", "2", "--no-progress"]
 #: (moment, extra delay in seconds): each run is killed once, at one of these.
 KILLS = [
-    ("start", 0.05), ("start", 0.3),
-    ("epoch 1", 0.0), ("epoch 1", 0.004),
-    ("epoch 2", 0.0), ("epoch 2", 0.002), ("epoch 2", 0.005), ("epoch 2", 0.01), ("epoch 2", 0.02),
-    ("model temp file", 0.0), ("model temp file", 0.001),
+    ("start", 0.05),
+    ("start", 0.3),
+    ("epoch 1", 0.0),
+    ("epoch 1", 0.004),
+    ("epoch 2", 0.0),
+    ("epoch 2", 0.002),
+    ("epoch 2", 0.005),
+    ("epoch 2", 0.01),
+    ("epoch 2", 0.02),
+    ("model temp file", 0.0),
+    ("model temp file", 0.001),
     ("wrote", 0.0),  # after the export: surely the new model
 ]
 #: The line each moment waits for on the trainer's stdout.
@@ -41,14 +48,31 @@ LINES = {"epoch 1": "epoch   1/", "epoch 2": "epoch   2/", "wrote": "wrote "}
 
 
 def spawn(data_dir: Path, output: Path, *extra: str) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "training", "train", "--data-dir", str(data_dir),
-           "--output", str(output), *QUICK, *extra]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "training",
+        "train",
+        "--data-dir",
+        str(data_dir),
+        "--output",
+        str(output),
+        *QUICK,
+        *extra,
+    ]
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
 
 
 def kill_at(proc: subprocess.Popen[str], moment: str, delay: float, output: Path) -> None:
     """SIGKILL ``proc`` ``delay`` seconds after ``moment``; returns once it is dead."""
+
     def kill() -> None:
         time.sleep(delay)
         proc.kill()  # SIGKILL
@@ -74,12 +98,18 @@ def temp_files(output: Path, name: str | None = None) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_sigkill_leaves_the_previous_model_or_the_new_one(tmp_path: Path,
-                                                          mnist_sample_dir: Path) -> None:
+def test_sigkill_leaves_the_previous_model_or_the_new_one(tmp_path: Path, mnist_sample_dir: Path) -> None:
     output = tmp_path / "digits.npz"
     net = TwoLayerNet(784, 16, 10, rng=np.random.default_rng(7), dtype=np.float32)
-    save_model(output, net, {"input_shape": [28, 28], "class_names": list(DATASETS["mnist"].class_names),
-                             "note": "the previous model"})
+    save_model(
+        output,
+        net,
+        {
+            "input_shape": [28, 28],
+            "class_names": list(DATASETS["mnist"].class_names),
+            "note": "the previous model",
+        },
+    )
     previous = output.read_bytes()
     outcomes = []
     for moment, delay in KILLS:

@@ -64,8 +64,9 @@ def test_training_learns_real_digits(sample):
 
 
 def test_mean_squared_error_is_trainable(sample):
-    config = TrainConfig(hidden_size=32, batch_size=20, epochs=15, learning_rate=2.0,
-                         loss="mean_squared_error")
+    config = TrainConfig(
+        hidden_size=32, batch_size=20, epochs=15, learning_rate=2.0, loss="mean_squared_error"
+    )
     before = evaluate(init_state(config, 784, 10).net, *sample, loss_name="mean_squared_error")
     state, _ = run(config, *sample)
     after = evaluate(state.net, *sample, loss_name="mean_squared_error")
