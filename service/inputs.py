@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterable
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import simdjson
 from flask import Request
+from numpy.typing import NDArray
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from service.errors import InvalidJSON, UnsupportedMediaType
@@ -33,17 +35,18 @@ MAX_JSON_DEPTH = 64
 
 
 class JsonArray:
-    """The ``inputs`` array as the parser left it: numbers not yet turned into Python objects.
+    """An array of numbers as the parser left it: not yet turned into Python objects.
 
-    ``PixelBatch`` copies the numbers straight into numpy when the structure is provably a
-    rectangular batch of numbers, else falls back to ``to_list()`` and numpy's own checks.
-    ``brackets`` is how many ``[`` the body has outside the other values: the ones in this
-    array, plus any inside strings (which only makes the fast path step aside).
+    The data plane (``service.dataplane``) reads it straight into numpy: ``rows`` when it must
+    prove the structure is a rectangular batch (v1's ``inputs``), ``flat`` when a declared shape
+    says how many numbers there must be (v2's ``data``). ``brackets`` is how many ``[`` the body
+    has outside the other values: the ones in this array, plus any inside strings (which only
+    makes ``rows`` step aside); -1 when that cannot be known.
     """
 
     __slots__ = ("array", "brackets")
 
-    def __init__(self, array: simdjson.Array, brackets: int) -> None:
+    def __init__(self, array: simdjson.Array, brackets: int = -1) -> None:
         self.array = array
         self.brackets = brackets
 
@@ -52,6 +55,58 @@ class JsonArray:
 
     def to_list(self) -> list[Any]:
         return _plain(self.array, in_array=False)  # type: ignore[no-any-return]
+
+    def flat(self) -> NDArray[np.float64] | None:
+        """Every number in row-major order, however the array nests them; None if anything
+        but numbers is in it (a string, boolean, null or object)."""
+        try:
+            return np.frombuffer(self.array.as_buffer(of_type="d"), dtype=np.float64)
+        except TypeError:
+            return None
+
+    def rows(self) -> tuple[tuple[int, ...], NDArray[np.float64] | None] | None:
+        """(shape, numbers) when the array is provably a batch of equal inputs, each a list of
+        numbers or a grid of equal rows: ``shape`` is (N, D) or (N, H, W) and ``numbers`` is
+        None if anything but numbers is among them. None when the structure is not that simple
+        (or cannot be proved so); the caller then reads ``to_list()`` instead.
+
+        Proof: every input has the first one's length (of arrays of equal length), and the body
+        has no ``[`` beyond those arrays, so every leaf is a scalar.
+        """
+        rows: Any = self.array  # (simdjson's type hints do not narrow on isinstance)
+        array = simdjson.Array
+        if not len(rows):
+            return None
+        first = rows[0]
+        if not isinstance(first, array) or not len(first):
+            return None
+        if isinstance(first[0], array):  # inputs as grids of rows
+            height, width = len(first), len(first[0])
+            if any(
+                not isinstance(row, array)
+                or len(row) != height
+                or any(not isinstance(line, array) or len(line) != width for line in row)
+                for row in rows
+            ):
+                return None
+            shape: tuple[int, ...] = (len(rows), height, width)
+            brackets = 1 + len(rows) * (1 + height)
+        else:
+            width = len(first)
+            if any(not isinstance(row, array) or len(row) != width for row in rows):
+                return None
+            shape = (len(rows), width)
+            brackets = 1 + len(rows)
+        if brackets != self.brackets:
+            return None
+        flat = self.flat()
+        return shape, None if flat is None else flat.reshape(shape)
+
+
+#: Where each protocol's numbers are, as paths into the body ("*": every item of an array):
+#: v1's top-level ``inputs``, the Open Inference Protocol's ``data`` of each of ``inputs``.
+V1_NUMBERS = ("inputs",)
+V2_NUMBERS = ("inputs", "*", "data")
 
 
 def request_payload(request: Request) -> Any:
@@ -93,50 +148,62 @@ def read_body(request: Request) -> bytes:
     return body
 
 
-def loads_json(body: bytes) -> Any:
-    """Parse a JSON body; ``inputs`` stays a ``JsonArray``, everything else becomes Python.
+def loads_json(body: bytes, numbers: tuple[str, ...] = V1_NUMBERS) -> Any:
+    """Parse a JSON body: the arrays at the path ``numbers`` stay ``JsonArray``, everything else
+    becomes Python. The one JSON reader of every protocol.
 
-    simdjson parses a batch of 100 digits 2-3x faster than orjson plus ``np.asarray``, and
-    ``PixelBatch`` reads the numbers without making 78,400 Python floats. Two things are made
-    visible to the validators that JSON parsers hide:
+    simdjson parses a batch of 100 digits 2-3x faster than orjson plus ``np.asarray``, and a
+    ``JsonArray`` is read into numpy without making 78,400 Python floats. What JSON parsers hide
+    is made visible to the validators:
 
     * ``NaN``, ``Infinity`` and numbers like ``1e999`` (Python's ``json.dumps`` writes them) are
       not JSON; such a body is re-read with the json module, so the client gets the precise
-      422 "must be finite" instead of 400 "not JSON";
+      "must be finite" instead of 400 "not JSON" (the arrays are then plain lists);
     * numpy reads ``true`` as 1 in a list of numbers, so booleans inside arrays become ``None``,
-      which the number fields refuse (the fast path refuses booleans by itself).
-
-    A key given twice in one object is refused (400): simdjson's lookup finds the first value,
-    Python's json and most others keep the last, so a proxy or logger in front could read
-    another request than the one served.
+      which the number checks refuse (``JsonArray`` refuses booleans by itself);
+    * a key given twice in one object is refused (400): simdjson's lookup finds the first value,
+      Python's json and most others keep the last, so a proxy or logger in front could read
+      another request than the one served;
+    * nesting deeper than ``MAX_JSON_DEPTH`` is refused (400) before anything recurses into it.
     """
     try:
         doc = _parse(body)
     except (ValueError, RuntimeError):  # UnicodeDecodeError too; BIGINT_ERROR, DEPTH_ERROR
         return _loads_lenient(body)
-    if not isinstance(doc, simdjson.Object):
-        return _plain(doc, in_array=False)
-    payload: dict[str, Any] = {}
-    inputs = None
-    for key in doc:  # (not items(): it would convert everything to Python)
-        try:
-            value = doc[key]
-        except KeyError:  # a key simdjson cannot look up: one holding "\u0000"
-            return _loads_lenient(body)
-        if key in payload or (key == "inputs" and inputs is not None):
-            raise duplicate_key(doc)
-        if key == "inputs" and isinstance(value, simdjson.Array):
-            inputs = value
-        else:
-            payload[key] = _plain(value, in_array=False)
-    if inputs is not None:
-        try:
-            others = _count_lists(payload)  # lists in the other values; keys checked too
-            brackets = _count_brackets(body) - others
-        except _BracketInString:
-            brackets = -1  # the count proves nothing: PixelBatch takes the exact path
-        payload["inputs"] = JsonArray(inputs, brackets)
+    found: list[JsonArray] = []
+    try:
+        payload = _convert(doc, numbers, found, 0)
+    except KeyError:  # a key simdjson cannot look up: one holding "\u0000"
+        return _loads_lenient(body)
+    if len(found) == 1:  # the only place the proof of structure (JsonArray.rows) is needed
+        with contextlib.suppress(_BracketInString):  # (then the count proves nothing)
+            found[0].brackets = _count_brackets(body) - _count_lists(payload)
     return payload
+
+
+def _convert(value: Any, path: tuple[str, ...], found: list[JsonArray], depth: int) -> Any:
+    """``_plain`` except along ``path``, whose end stays a ``JsonArray``."""
+    if not path:
+        if isinstance(value, simdjson.Array):
+            found.append(JsonArray(value))
+            return found[-1]
+        return _plain(value, in_array=False, depth=depth)
+    if depth == MAX_JSON_DEPTH:
+        raise _too_deep()
+    step, rest = path[0], path[1:]
+    if step == "*" and isinstance(value, simdjson.Array):
+        return [_convert(item, rest, found, depth + 1) for item in value]
+    if step != "*" and isinstance(value, simdjson.Object):
+        keys = list(value)  # (not items(): it would convert everything to Python)
+        if len(set(keys)) != len(keys):
+            raise duplicate_key(keys)
+        return {
+            key: _convert(value[key], rest, found, depth + 1)
+            if key == step
+            else _plain(value[key], in_array=False, depth=depth + 1)
+            for key in keys
+        }
+    return _plain(value, in_array=False, depth=depth)
 
 
 def _parse(body: bytes) -> Any:
@@ -221,7 +288,8 @@ class _BracketInString(Exception):
 
 
 def _count_lists(value: Any) -> int:
-    """How many lists a plain value holds; raises ``_BracketInString`` if a string has a ``[``."""
+    """How many lists a plain value holds (``JsonArray`` ones aside); raises
+    ``_BracketInString`` if a string has a ``[``."""
     if isinstance(value, list):
         return 1 + sum(_count_lists(v) for v in value)
     if isinstance(value, dict):

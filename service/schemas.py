@@ -11,64 +11,32 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import numpy as np
 import orjson
-import simdjson
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 from numpy.typing import NDArray
 
-from service import images
-from service.errors import ImageTooLarge
-from service.inputs import JsonArray
+from service import dataplane
+from service.dataplane import InputError, InputSpec
 from training import LOSSES
 
 #: ``pixel_range`` values: what the numbers in ``inputs`` run over; each maps to its maximum.
-PIXEL_RANGES = {"0-1": 1.0, "0-255": 255.0}
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What one model accepts: built once per model at start-up, read by the fields."""
-
-    input_shape: tuple[int, ...] | None = None
-    #: (H, W) an image is turned into, or None if the model does not take images.
-    image_size: tuple[int, int] | None = None
-    image_style: str = "mnist"
-    num_classes: int | None = None
-    max_batch_size: int = 1000
-    max_image_pixels: int = 4096 * 4096
-
-    @cached_property
-    def input_size(self) -> int | None:
-        return None if self.input_shape is None else math.prod(self.input_shape)
-
-    @cached_property
-    def accepted_shapes(self) -> tuple[tuple[int, ...], ...]:
-        """Per-input shapes accepted in ``inputs``: the metadata's shape, flat, and the image grid."""
-        if self.input_shape is None:
-            return ()
-        shapes = [self.input_shape, (math.prod(self.input_shape),)]
-        if self.image_size is not None:
-            shapes.append(self.image_size)
-        return tuple(dict.fromkeys(shapes))
-
-    @cached_property
-    def accepted_text(self) -> str:
-        return " or ".join(map(_shape_text, self.accepted_shapes)) or "a list of numbers"
+PIXEL_RANGES = {"0-1": 1.0, "0-255": float(dataplane.PIXEL_MAX)}
+RANGE_HINT = '; send 0-255 values with "pixel_range": "0-255"'
+#: How the data plane's refusals of ``images`` read in a v1 validation error.
+IMAGE_MESSAGES = {
+    "empty": "Must hold at least one image.",
+    "too_many": "At most {max} images per request, got {n}.",
+    "not_images": "This model's inputs are not images.",
+}
 
 
 def _spec(field: fields.Field) -> InputSpec:
     return getattr(field.root, "spec", None) or InputSpec()
-
-
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return f"{shape[0]} numbers" if len(shape) == 1 else "x".join(map(str, shape)) + " nested lists"
 
 
 # --- fields -------------------------------------------------------------------------------
@@ -102,98 +70,18 @@ class PixelBatch(fields.Field):
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
     ) -> NDArray[np.float32]:
         spec = _spec(self)
-        if isinstance(value, JsonArray):
-            if not len(value):
-                raise self.make_error("empty")
-            if len(value) > spec.max_batch_size:
-                raise self.make_error("too_many", max=spec.max_batch_size, n=len(value))
-            arr = self._from_json_array(value)
-            if arr is None:
-                value = value.to_list()
-        else:
-            arr = None
-        if arr is None:
-            arr = self._from_list(value, spec)
-        shape = arr.shape[1:]
-        if arr.ndim < 2 or not arr.size or (spec.accepted_shapes and shape not in spec.accepted_shapes):
-            raise self.make_error(
-                "shape",
-                accepted=spec.accepted_text,
-                got=_shape_text(shape) if shape else "single numbers, not inputs",
-            )
-        with np.errstate(over="ignore"):  # beyond float32 becomes inf: refused as not finite
-            x = arr.reshape(len(arr), -1).astype(np.float32, copy=False)
         # pixel_range is read raw here; its own field reports a value that is not allowed
         pixel_range = data.get("pixel_range", "0-1") if data else "0-1"
         top = PIXEL_RANGES.get(pixel_range) if isinstance(pixel_range, str) else None
-        if top is None:
-            return x
-        if not (x.min() >= 0 and x.max() <= top):  # False for NaN too
-            if not np.isfinite(x).all():
-                raise self.make_error("finite")
-            hint = "" if top > 1 else '; send 0-255 values with "pixel_range": "0-255"'
-            raise self.make_error("range", top=top, hint=hint)
-        return x if top == 1 else x / np.float32(top)
-
-    def _from_list(self, value: Any, spec: InputSpec) -> NDArray:
-        if not isinstance(value, list):
-            raise self.make_error("type")
-        if not value:
-            raise self.make_error("empty")
-        if not isinstance(value[0], list):
-            raise self.make_error("unbatched")
-        if len(value) > spec.max_batch_size:
-            raise self.make_error("too_many", max=spec.max_batch_size, n=len(value))
         try:
-            arr = np.asarray(value)
-        except (ValueError, TypeError, OverflowError):
-            raise self.make_error("ragged") from None
-        if arr.dtype.kind not in "iuf":
-            raise self.make_error("ragged" if _is_ragged(value) else "numbers")
-        return arr
-
-    def _from_json_array(self, value: JsonArray) -> NDArray[np.float64] | None:
-        """(N, D) or (N, H, W) float64 without Python floats, or None if not provably simple.
-
-        Simple: every input an array of the first one's length (of arrays of equal length),
-        and no other ``[`` in the body, so every leaf is a scalar; the parser's ``as_buffer``
-        then refuses any scalar that is not a number.
-        """
-        rows: Any = value.array  # (simdjson's type hints do not narrow on isinstance)
-        array = simdjson.Array
-        first = rows[0]
-        if not isinstance(first, array) or not len(first):
-            return None
-        if isinstance(first[0], array):  # inputs as grids of rows
-            height, width = len(first), len(first[0])
-            if any(
-                not isinstance(row, array)
-                or len(row) != height
-                or any(not isinstance(line, array) or len(line) != width for line in row)
-                for row in rows
-            ):
-                return None
-            shape: tuple[int, ...] = (height, width)
-            brackets = 1 + len(rows) * (1 + height)
-        else:
-            width = len(first)
-            if any(not isinstance(row, array) or len(row) != width for row in rows):
-                return None
-            shape = (width,)
-            brackets = 1 + len(rows)
-        if brackets != value.brackets:
-            return None
-        try:
-            flat = np.frombuffer(rows.as_buffer(of_type="d"), dtype=np.float64)
-        except TypeError:  # a string, boolean, null or object among the numbers
-            raise self.make_error("numbers") from None
-        return flat.reshape(len(rows), *shape)
-
-
-def _is_ragged(value: list[Any]) -> bool:
-    """True if the top-level rows are lists of differing lengths (only called on failures)."""
-    lengths = {len(row) if isinstance(row, list) else -1 for row in value}
-    return len(lengths) > 1 and -1 not in lengths
+            arr = dataplane.batch_from_rows(value, spec)
+            if top is None:
+                dataplane.check_input_shape(arr.shape[1:] if arr.ndim >= 2 else None, spec)
+                return arr.reshape(len(arr), -1).astype(np.float32)
+            return dataplane.model_input(arr, spec, top=top)
+        except InputError as exc:
+            hint = "" if exc.reason != "range" or exc.params["top"] > 1 else RANGE_HINT
+            raise self.make_error(exc.reason, **exc.params, hint=hint) from None
 
 
 class Labels(fields.Field):
@@ -324,14 +212,10 @@ class PredictRequestSchema(Schema):
             if "pixel_range" in data:
                 raise ValidationError("pixel_range applies to inputs, not images.", "pixel_range")
             n = len(data["images"])
-            if n == 0:
-                raise ValidationError("Must hold at least one image.", "images")
-            if n > self.spec.max_batch_size:
-                raise ValidationError(
-                    f"At most {self.spec.max_batch_size} images per request, got {n}.", "images"
-                )
-            if self.spec.image_size is None:
-                raise ValidationError("This model's inputs are not images.", "images")
+            try:
+                dataplane.check_images(n, self.spec)
+            except InputError as exc:
+                raise ValidationError(exc.message(IMAGE_MESSAGES), "images") from None
         if "labels" in data and len(data["labels"]) != n:
             raise ValidationError(f"Got {len(data['labels'])} labels for {n} inputs.", "labels")
 
@@ -341,30 +225,12 @@ class PredictRequestSchema(Schema):
         data.pop("pixel_range", None)
         if "inputs" in data:
             data["x"] = data.pop("inputs")
-        else:
-            x = self._load_images(data.pop("images"), data["preprocess"])
-            data["x"] = x.reshape(len(x), -1)
+            return data
+        try:
+            data["x"] = dataplane.batch_from_images(data.pop("images"), self.spec, data["preprocess"])
+        except InputError as exc:  # an image that does not decode
+            raise ValidationError({"images": {exc.params["index"]: [exc.params["problem"]]}}) from None
         return data
-
-    def _load_images(self, files: list[bytes], preprocess: bool) -> NDArray[np.float32]:
-        spec = self.spec
-        assert spec.image_size is not None  # checked in _check_batch
-        batch = np.empty((len(files), *spec.image_size), dtype=np.float32)
-        for i, data in enumerate(files):
-            try:
-                batch[i] = images.load_image(
-                    data,
-                    spec.image_size,
-                    spec.image_style,
-                    preprocess=preprocess,
-                    max_pixels=spec.max_image_pixels,
-                )
-            except images.InvalidImage as exc:
-                raise ValidationError({"images": {i: [str(exc)]}}) from None
-            except ImageTooLarge as exc:
-                exc.details = {"images": {i: [exc.message]}}
-                raise
-        return batch
 
 
 class LossRequestSchema(PredictRequestSchema):

@@ -25,7 +25,6 @@ gives routing errors under ``/v2`` (404, 405) the same shape.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import struct
@@ -36,16 +35,14 @@ from typing import Any
 
 import numpy as np
 import orjson
-import simdjson
 from flask import Blueprint, Flask, Response, current_app, request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 from numpy.typing import NDArray
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from service.errors import APIError, InvalidJSON, UnsupportedMediaType, v2_error_response
-from service.inputs import JSON_MIMETYPE, duplicate_key, read_body, unique_dict, unique_keys
-from service.inputs import _parse as parse_document  # the thread's simdjson parser, kept
-from service.metrics import count_predictions
+from service import dataplane
+from service.errors import APIError, UnsupportedMediaType, v2_error_response
+from service.inputs import JSON_MIMETYPE, V2_NUMBERS, loads_json, read_body
 from service.schemas import InputSpec
 from service.views import Endpoint, lookup, versions
 
@@ -103,7 +100,6 @@ INTEGER_DTYPES: dict[str, np.dtype[Any]] = {
         ("INT64", "i", 8),
     )
 }
-PIXEL_MAX = 255
 _SUPPORTED = "FP32, FP16 or FP64 values in [0, 1], or UINT8 (or another integer type) pixel values 0-255"
 
 
@@ -121,7 +117,7 @@ SERVER_VERSION = _server_version()
 class TensorData(fields.Raw):
     """A tensor's ``data``: numbers, flat or nested in row-major order (or strings for BYTES).
 
-    Left as the parser gave it: ``_numbers`` reads it into numpy once the shape is checked."""
+    Left as the parser gave it: the data plane reads it into numpy once the shape is checked."""
 
 
 class Dimension(fields.Integer):
@@ -351,13 +347,12 @@ def infer(name: str, version: str | None = None) -> Response:
     endpoint = lookup(name, version)
     header, binary = _split_body(_body())
     try:
-        req = INFERENCE_REQUEST.load(_request_object(header))
+        req = INFERENCE_REQUEST.load(loads_json(header, V2_NUMBERS))
     except ValidationError as exc:
         raise APIError(_describe(exc.messages)) from None
     x = _input_batch(req, _input_spec(endpoint), binary)
     outputs = _requested_outputs(req, endpoint.model.num_classes)
-    probabilities = endpoint.model.predict(x)
-    return _infer_response(endpoint, req.get("id"), outputs, probabilities)
+    return _infer_response(endpoint, req.get("id"), outputs, dataplane.infer(endpoint.model, x))
 
 
 # --- the request --------------------------------------------------------------------------
@@ -403,66 +398,6 @@ def _split_body(body: bytes) -> tuple[bytes, memoryview]:
     return bytes(view[:length]), view[length:]
 
 
-def _request_object(body: bytes) -> Any:
-    """The request as Python objects, except each input's ``data``: a parser array that
-    ``_numbers`` reads straight into numpy (no Python float per pixel)."""
-    try:
-        doc = parse_document(body)
-    except (ValueError, RuntimeError):  # not JSON to simdjson: NaN, Infinity, 1e999 or broken
-        return _loads_lenient(body)
-    if not isinstance(doc, simdjson.Object):
-        return _plain(doc)
-    try:
-        return {key: _member(key, value) for key, value in _items(doc)}
-    except KeyError:  # a key simdjson cannot look up: one holding "\u0000"
-        return _loads_lenient(body)
-
-
-def _member(key: str, value: Any) -> Any:
-    """A top-level member of the request: each of ``inputs`` keeps its ``data`` for numpy; each
-    of ``inputs`` and ``outputs`` is checked for keys given twice."""
-    if key in ("inputs", "outputs") and isinstance(value, simdjson.Array):
-        return [_input_object(item) for item in value]
-    return _plain(value)
-
-
-def _input_object(item: Any) -> Any:
-    if not isinstance(item, simdjson.Object):
-        return _plain(item)
-    return {
-        key: value if key == "data" and isinstance(value, simdjson.Array) else _plain(value)
-        for key, value in _items(item)
-    }
-
-
-def _items(obj: simdjson.Object) -> list[tuple[str, Any]]:
-    """The object's keys and values, values left to the parser; a key given twice is a 400
-    (simdjson's lookup finds the first value, most JSON parsers keep the last)."""
-    keys = list(obj)
-    if len(set(keys)) != len(keys):
-        raise duplicate_key(keys)
-    return [(key, obj[key]) for key in keys]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, simdjson.Array):
-        return value.as_list()
-    if isinstance(value, simdjson.Object):
-        return unique_dict(value)
-    return value
-
-
-def _loads_lenient(body: bytes) -> Any:
-    """Python's json reads NaN and Infinity (which Python clients write), so the client hears
-    "must be finite" rather than "not JSON"; anything else it cannot read is a 400."""
-    try:
-        return json.loads(body.decode(), object_pairs_hook=unique_keys)  # UTF-8 only (RFC 8259)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidJSON("the body is nested too deeply") from None
-
-
 def _input_spec(endpoint: Endpoint) -> InputSpec:
     return endpoint.schemas.predict.spec
 
@@ -481,89 +416,45 @@ def _input_batch(req: dict[str, Any], spec: InputSpec, binary: memoryview) -> ND
     dtype = FLOAT_DTYPES.get(datatype) or INTEGER_DTYPES.get(datatype)
     if dtype is None:
         raise APIError(f"input {name!r}: datatype {datatype} is not supported; send {_SUPPORTED}")
-    shape = tuple(tensor["shape"])
-    if len(shape) < 2 or shape[1:] not in spec.accepted_shapes:
-        accepted = " or ".join(str([-1, *s]) for s in spec.accepted_shapes)
-        raise APIError(
-            f"input {name!r}: shape {list(shape)} does not fit the model, which takes "
-            f"{accepted} (a batch of inputs)"
-        )
-    batch = shape[0]
-    if batch < 1:
-        raise APIError(f"input {name!r}: the batch is empty")
-    if batch > spec.max_batch_size:
-        raise APIError(f"input {name!r}: at most {spec.max_batch_size} inputs per request, got {batch}")
-    count = math.prod(shape)
+    shape = tensor["shape"]
     size = tensor.get("parameters", {}).get("binary_data_size")
-    if size is not None:
-        if size != count * dtype.itemsize or size != len(binary):
-            raise APIError(
-                f"input {name!r}: {datatype} {list(shape)} is {count * dtype.itemsize}"
-                f" bytes; binary_data_size is {size} and {len(binary)} bytes follow "
-                "the JSON"
-            )
-        values = np.frombuffer(binary, dtype=dtype)
-    else:
-        if len(binary):
-            raise APIError(f"{len(binary)} bytes follow the JSON but no input has binary_data_size")
-        values = _numbers(tensor["data"], name)
-        if values.size != count:
-            raise APIError(
-                f"input {name!r}: shape {list(shape)} holds {count} values, data has {values.size}"
-            )
-    return _scaled(values, datatype, name).reshape(batch, -1)
-
-
-def _numbers(data: Any, name: str) -> NDArray[np.float64]:
-    """``data``'s numbers in row-major order, however it nests them; 400 for anything else."""
-    if isinstance(data, simdjson.Array):
-        try:
-            return np.frombuffer(data.as_buffer(of_type="d"), dtype=np.float64)
-        except TypeError:  # a string, boolean, null or object among the numbers
-            pass
-    elif isinstance(data, list):  # parsed by the json module (a body with NaN or Infinity)
-        flat: list[Any] = []
-        try:
-            if _flatten(data, flat):
-                return np.asarray(flat, dtype=np.float64)
-        except OverflowError:  # an integer past float64 (only the json module reads those)
-            raise APIError(f"input {name!r}: values must be finite (no NaN or infinity)") from None
-        except RecursionError:
-            raise InvalidJSON("the body is nested too deeply") from None
-    raise APIError(
-        f"input {name!r}: data must be numbers (a flat or nested list), without strings, booleans or nulls"
-    )
-
-
-def _flatten(value: Any, out: list[Any]) -> bool:
-    if isinstance(value, list):
-        return all(_flatten(v, out) for v in value)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    out.append(value)
-    return True
-
-
-def _scaled(values: NDArray[Any], datatype: str, name: str) -> NDArray[np.float32]:
-    """Float values checked to be finite and in [0, 1]; integer pixel values in [0, 255]
-    divided by 255. One ``min`` and one ``max`` on the whole array (NaN fails both)."""
-    if datatype in INTEGER_DTYPES:
-        if not (values.min() >= 0 and values.max() <= PIXEL_MAX) or (
-            values.dtype.kind == "f" and not (values == np.floor(values)).all()
-        ):
-            raise APIError(
-                f"input {name!r}: {datatype} values must be whole pixel values in [0, {PIXEL_MAX}]"
-            )
-        return values.astype(np.float32) / np.float32(PIXEL_MAX)
-    with np.errstate(over="ignore"):  # beyond float32 becomes inf: refused as not finite
-        x = values.astype(np.float32, copy=False)
-    if not (x.min() >= 0 and x.max() <= 1):
-        if not np.isfinite(x).all():
-            raise APIError(f"input {name!r}: values must be finite (no NaN or infinity)")
-        raise APIError(
-            f"input {name!r}: {datatype} values must be in [0, 1]; send 0-255 pixel values as UINT8"
+    integers = datatype in INTEGER_DTYPES
+    try:
+        dataplane.check_tensor_shape(shape, spec)
+        if size is not None:
+            count = math.prod(shape)
+            if size != count * dtype.itemsize or size != len(binary):
+                raise APIError(
+                    f"input {name!r}: {datatype} {list(shape)} is {count * dtype.itemsize}"
+                    f" bytes; binary_data_size is {size} and {len(binary)} bytes follow the JSON"
+                )
+            values = dataplane.tensor_array(shape, np.frombuffer(binary, dtype=dtype))
+        else:
+            if len(binary):
+                raise APIError(f"{len(binary)} bytes follow the JSON but no input has binary_data_size")
+            values = dataplane.tensor_array(shape, tensor["data"])
+        return dataplane.model_input(
+            values,
+            spec,
+            top=dataplane.PIXEL_MAX if integers else 1.0,
+            whole=integers,
+            shape_checked=True,
         )
-    return x
+    except dataplane.InputError as exc:
+        raise APIError(f"input {name!r}: " + exc.message(_MESSAGES, datatype=datatype)) from None
+
+
+#: How the data plane's refusals read in this protocol (``{datatype}``: the input's).
+_MESSAGES = {
+    "shape": "shape {got} does not fit the model, which takes {accepted_shapes} (a batch of inputs)",
+    "empty": "the batch is empty",
+    "too_many": "at most {max} inputs per request, got {n}",
+    "count": "shape {shape} holds {count} values, data has {got}",
+    "numbers": "data must be numbers (a flat or nested list), without strings, booleans or nulls",
+    "finite": "values must be finite (no NaN or infinity)",
+    "range": "{datatype} values must be in [0, 1]; send 0-255 pixel values as UINT8",
+    "whole": "{datatype} values must be whole pixel values in [0, {top:g}]",
+}
 
 
 def _requested_outputs(req: dict[str, Any], num_classes: int) -> list[tuple[str, bool, int]]:
@@ -596,13 +487,12 @@ def _infer_response(
     endpoint: Endpoint,
     request_id: str | None,
     outputs: list[tuple[str, bool, int]],
-    probabilities: NDArray[np.floating],
+    result: dataplane.Inference,
 ) -> Response:
     model = endpoint.model
-    probabilities = probabilities.astype("<f4", copy=False)
+    probabilities = result.probabilities.astype("<f4", copy=False)
     batch, num_classes = probabilities.shape
-    labels = probabilities.argmax(axis=1)
-    count_predictions(model.name, model.class_names, labels)
+    labels = result.labels
     tensors = []
     chunks = []
     for name, binary, top in outputs:

@@ -14,14 +14,13 @@ from dataclasses import field as dataclass_field
 from importlib import resources
 from typing import Any
 
-import numpy as np
 import orjson
 from flask import Blueprint, Flask, Response, current_app, request
 from flask.json.provider import JSONProvider
-from numpy.typing import NDArray
 
+from service import dataplane
 from service.inputs import JSON_MIMETYPE, request_payload
-from service.metrics import MODEL, count_predictions
+from service.metrics import MODEL
 from service.registry import Model, Registry
 from service.schemas import InputSpec, RequestSchemas
 from service.settings import Settings
@@ -153,12 +152,11 @@ def predict(name: str | None = None, version: str | None = None) -> Response:
     endpoint = lookup(name, version)
     data = endpoint.schemas.predict.load(request_payload(request))
     model = endpoint.model
-    probabilities = model.predict(data["x"])
     return json_response(
         {
             "model": model.name,
             "version": model.version,
-            "predictions": _predictions(model, probabilities),
+            "predictions": _predictions(model, dataplane.infer(model, data["x"])),
         }
     )
 
@@ -202,17 +200,14 @@ def accuracy(name: str | None = None, version: str | None = None) -> Response:
     )
 
 
-def _predictions(model: Model, probabilities: NDArray[np.floating]) -> list[dict[str, Any]]:
+def _predictions(model: Model, result: dataplane.Inference) -> list[dict[str, Any]]:
     """Rows stay numpy: orjson writes a float32 row in its shortest exact form, a third
     shorter than the float64 digits ``tolist()`` would give, and reading it back as float32
     gives the model's numbers exactly."""
-    label_array = probabilities.argmax(axis=1)
     names = model.class_names
-    count_predictions(model.name, names, label_array)
-    labels = label_array.tolist()
     return [
         {"label": label, "class_name": names[label], "probabilities": row}
-        for label, row in zip(labels, probabilities, strict=True)
+        for label, row in zip(result.labels.tolist(), result.probabilities, strict=True)
     ]
 
 
