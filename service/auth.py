@@ -3,8 +3,9 @@
 With a token set (``AUTH_TOKEN`` or ``AUTH_TOKEN_FILE``), every route needs
 ``Authorization: Bearer <token>`` except the open ones: health (``/healthz``, ``/readyz`` and the
 protocol's ``/v2/health/*`` and ``/v2/models/<name>/ready``), metrics, the API documents and the
-demo page with its files. Routes of the ``admin`` blueprint always need the token, and answer 403
-while none is set. A route nobody listed here needs the token: new routes are closed by default.
+demo page with its files. Admin routes always need the token, and answer 403 while none is set.
+Who may call a route is part of its declaration (``service.routes.route``, ``access``), which the
+OpenAPI document reads too; a route declared without ``access`` needs the token.
 
 A missing or wrong token gets 401 with ``WWW-Authenticate: Bearer`` in the route's own error
 shape (``{"error": "..."}`` under ``/v2``). Preflight requests (OPTIONS) pass: browsers send them
@@ -21,39 +22,40 @@ from collections.abc import Callable
 from flask import Flask, Response, request
 
 from service.errors import error_response, is_v2_request, v2_error_response
+from service.routes import access_of
 
-#: Blueprints open to anyone: liveness/readiness, metrics, the OpenAPI document and its page.
-OPEN_BLUEPRINTS = frozenset({"health", "metrics", "docs"})
-#: Single open routes: the demo page and its files, and the protocol's health checks.
-OPEN_ENDPOINTS = frozenset({"static", "demo.page", "v2.server_live", "v2.server_ready", "v2.model_ready"})
-#: Blueprints that always need the token: they change what the server does.
-ADMIN_BLUEPRINTS = frozenset({"admin"})
 REALM = "digits-serving"
 
 
 def register_auth(app: Flask, token: str | None) -> None:
     """Check every request against ``token``; without one, refuse only the admin routes (and
-    cost the other routes nothing: the check is registered for the admin blueprints alone)."""
+    cost the other routes nothing: the check is registered for the admin routes' blueprints
+    alone). Call once every route is registered: access is read from their declarations."""
+    access = {endpoint: access_of(app, endpoint) for endpoint in app.view_functions}
     if token is not None:
-        app.before_request(_require(token))
+        app.before_request(_require(token, frozenset(e for e, a in access.items() if a == "open")))
         return
-    for blueprint in ADMIN_BLUEPRINTS:  # (keyed by name: works whenever it is registered)
-        app.before_request_funcs.setdefault(blueprint, []).append(_admin_disabled)
+    admin = frozenset(e for e, a in access.items() if a == "admin")
+    for blueprint in {endpoint.rpartition(".")[0] for endpoint in admin}:
+        app.before_request_funcs.setdefault(blueprint or None, []).append(_admin_disabled(admin))
 
 
-def _admin_disabled() -> Response | None:
-    if request.method == "OPTIONS":
-        return None
-    return _refused(403, "admin endpoints are disabled: set AUTH_TOKEN (or AUTH_TOKEN_FILE)")
+def _admin_disabled(admin: frozenset[str]) -> Callable[[], Response | None]:
+    def refuse() -> Response | None:
+        if request.method == "OPTIONS" or request.endpoint not in admin:
+            return None
+        return _refused(403, "admin endpoints are disabled: set AUTH_TOKEN (or AUTH_TOKEN_FILE)")
+
+    return refuse
 
 
-def _require(token: str) -> Callable[[], Response | None]:
+def _require(token: str, open_endpoints: frozenset[str]) -> Callable[[], Response | None]:
     expected = _digest(token)
 
     def check() -> Response | None:
         if request.method == "OPTIONS" or request.routing_exception is not None:
             return None  # a preflight; or no such route, which the 404/405 says
-        if request.blueprint in OPEN_BLUEPRINTS or request.endpoint in OPEN_ENDPOINTS:
+        if request.endpoint in open_endpoints:
             return None
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():

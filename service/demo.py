@@ -20,8 +20,10 @@ from flask.typing import ResponseReturnValue
 from marshmallow import Schema, fields
 
 from service.inputs import request_payload
-from service.schemas import PixelBatch
-from service.views import json_response, lookup
+from service.routes import route
+from service.schemas import PixelBatch, PredictRequestSchema
+from service.state import lookup
+from service.views import inference, json_response
 
 demo = Blueprint("demo", __name__)
 
@@ -53,7 +55,15 @@ class PreprocessResponseSchema(Schema):
     )
 
 
-@demo.get("/")
+@route(
+    demo,
+    "/",
+    summary="The browser demo: draw a digit, see the prediction.",
+    tags=("demo",),
+    access="open",
+    response_content={"text/html": {"schema": {"type": "string"}}},
+    response_description="An HTML page",
+)
 def page() -> ResponseReturnValue:
     if not request.environ.get("PATH_INFO"):
         # Mounted at /prefix and asked for /prefix: the page's relative URLs need /prefix/.
@@ -68,8 +78,17 @@ def _page() -> bytes:
     return resources.files("service").joinpath(PAGE).read_bytes()
 
 
-@demo.post("/preprocess")
-@demo.post("/v1/models/<name>/preprocess")
+@route(
+    demo,
+    "/v1/models/<name>/preprocess",
+    "/preprocess",
+    **inference(
+        "preprocess",
+        "The model's inputs as predict computes them, e.g. the 28x28 field of an image.",
+        PredictRequestSchema,
+        PreprocessResponseSchema,
+    ),
+)
 def preprocess(name: str | None = None) -> Response:
     endpoint = lookup(name)
     data = endpoint.schemas.predict.load(request_payload(request))

@@ -70,6 +70,13 @@ class UnsupportedMediaType(APIError):
     code = "unsupported_media_type"
 
 
+class NotReady(APIError):
+    """The server answers, but has no valid default model to serve."""
+
+    status = 503
+    code = "not_ready"
+
+
 class RequestValidationError(APIError):
     status = 422
     code = "validation_error"

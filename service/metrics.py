@@ -49,6 +49,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from service.routes import route
+
 #: WSGI environ keys this module and the views fill in (gunicorn's access log reads them).
 REQUEST_ID = "service.request_id"
 MODEL = "service.model"  # the registry ``Model`` that answered, set by ``views.lookup``
@@ -227,7 +229,16 @@ def count_model_load(model_name: str, ok: bool = True) -> None:
     _child(MODEL_LOADS if ok else MODEL_LOAD_FAILURES, model_name).inc()
 
 
-@metrics.get("/metrics")
+@route(
+    metrics,
+    "/metrics",
+    summary="Prometheus metrics, summed over every worker: requests by route, model and status, "
+    "latency histograms, in-flight requests, predictions by class, model loads and load failures.",
+    tags=("metrics",),
+    access="open",
+    response_content={"text/plain": {"schema": {"type": "string"}}},
+    response_description="Prometheus text exposition format",
+)
 def metrics_page() -> Response:
     """Prometheus' text format: summed over every gunicorn worker in multiprocess mode."""
     flush()

@@ -1,86 +1,134 @@
-"""The OpenAPI 3 document, generated once from the marshmallow schemas with apispec."""
+"""The OpenAPI 3 document, generated from the routes the app serves (``service.routes``).
+
+``build_openapi`` walks the app's URL map: every rule becomes an operation, described by the
+``Operation`` its view was declared with, so the document lists exactly the routes served. The
+schemas come from marshmallow through apispec; the custom fields (pixels, labels, tensor data)
+are described with the limits of the models served (input shapes, batch size, value ranges,
+class count), and the ``name`` and ``version`` path parameters list the models and versions that
+exist, so a client or a fuzzer generating requests from the document reaches the models.
+"""
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Callable
 from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from marshmallow import fields
+from flask import Flask
+from marshmallow import Schema, fields
+from werkzeug.routing import Rule
 
 from service import schemas, v2
+from service.dataplane import InputSpec
 from service.demo import PreprocessResponseSchema
-from service.images import IMAGE_MIMETYPES
-from service.registry import Registry
+from service.errors import StartupError
+from service.routes import Operation, is_document, operation_of
+from service.state import ServiceState
 
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "1.0.0"
-_NUMBER_ROW = {"type": "array", "items": {"type": "number"}}
-#: How the custom fields look in OpenAPI (apispec knows only marshmallow's own fields).
-CUSTOM_FIELDS: dict[type[fields.Field], dict[str, Any]] = {
-    schemas.PixelBatch: {
+
+
+def _custom_fields(spec: InputSpec) -> Callable[..., dict[str, Any]]:
+    """apispec's description of the custom fields, with the limits of the served models."""
+    pixel = {"type": "number", "minimum": 0, "maximum": 1}
+    one_input = []
+    for shape in spec.accepted_shapes:
+        item: dict[str, Any] = pixel
+        for size in reversed(shape):
+            item = {"type": "array", "items": item, "minItems": size, "maxItems": size}
+        one_input.append(item)
+    batch: dict[str, Any] = {
         "type": "array",
-        "items": {"oneOf": [_NUMBER_ROW, {"type": "array", "items": _NUMBER_ROW}]},
-        "example": [[0.0] * 4 + [0.5, 1.0]],
-    },
-    schemas.Labels: {
-        "oneOf": [
-            {"type": "array", "items": {"type": "integer"}},
-            {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
-            {"type": "string", "example": "3,1,4"},
-        ],
-    },
-    schemas.ImageData: {"type": "string", "format": "byte"},
-    v2.TensorData: {"type": "array", "items": {}, "example": [0.0, 0.0, 0.5, 1.0]},
+        "minItems": 1,
+        "maxItems": spec.max_batch_size,
+        "items": one_input[0] if len(one_input) == 1 else {"oneOf": one_input},
+    }
+    if one_input:
+        batch["example"] = [[0.0] * math.prod(spec.accepted_shapes[0])]
+    top = max((spec.num_classes or 2) - 1, 0)
+    size = spec.input_size or 1
+    described: dict[type[fields.Field], dict[str, Any]] = {
+        schemas.PixelBatch: batch,
+        schemas.Labels: {
+            "oneOf": [
+                {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": top}},
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "array",
+                        "minItems": top + 1,
+                        "maxItems": top + 1,
+                        "items": {"type": "integer", "enum": [0, 1]},
+                    },
+                },
+                {"type": "string", "pattern": r"^\d+(,\d+)*$", "example": "3,1,4"},
+            ],
+        },
+        schemas.ImageData: {"type": "string", "format": "byte"},
+        v2.TensorData: {
+            "type": "array",
+            "items": {"type": "number", "minimum": 0, "maximum": 1},
+            "minItems": size,
+            "maxItems": size * spec.max_batch_size,
+            "description": "Row-major values, flat or nested: FP16/FP32/FP64 in [0, 1], integer "
+            f"datatypes 0-{schemas.dataplane.PIXEL_MAX}.",
+        },
+    }
+
+    def describe(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, Any]:
+        for cls, props in described.items():
+            if isinstance(field, cls):
+                return dict(props)
+        return {}
+
+    return describe
+
+
+#: Component names of the schemas (others are named by apispec after their class).
+COMPONENTS: tuple[tuple[str, type[Schema]], ...] = (
+    ("PredictRequest", schemas.PredictRequestSchema),
+    ("LossRequest", schemas.LossRequestSchema),
+    ("AccuracyRequest", schemas.AccuracyRequestSchema),
+    ("PredictResponse", schemas.PredictResponseSchema),
+    ("LossResponse", schemas.LossResponseSchema),
+    ("AccuracyResponse", schemas.AccuracyResponseSchema),
+    ("PreprocessResponse", PreprocessResponseSchema),
+    ("ModelInfo", schemas.ModelInfoSchema),
+    ("ModelList", schemas.ModelListResponseSchema),
+    ("Status", schemas.StatusResponseSchema),
+    ("ReloadReport", schemas.ReloadReportSchema),
+    ("Error", schemas.ErrorResponseSchema),
+    ("V2RequestInput", v2.RequestInputSchema),  # (nested ones first: named, not guessed)
+    ("V2RequestOutput", v2.RequestOutputSchema),
+    ("V2ResponseOutput", v2.ResponseOutputSchema),
+    ("V2MetadataTensor", v2.MetadataTensorSchema),
+    ("V2InferenceRequest", v2.InferenceRequestSchema),
+    ("V2InferenceResponse", v2.InferenceResponseSchema),
+    ("V2ModelMetadata", v2.ModelMetadataSchema),
+    ("V2ServerMetadata", v2.ServerMetadataSchema),
+    ("V2Live", v2.LiveSchema),
+    ("V2Ready", v2.ReadySchema),
+    ("V2ModelReady", v2.ModelReadySchema),
+    ("V2Error", v2.V2ErrorSchema),
+)
+_UNAUTHORIZED = {
+    "description": "No bearer token, or not the server's (AUTH_TOKEN); WWW-Authenticate says Bearer"
 }
-_ERRORS = {
-    "400": "Malformed JSON",
-    "404": "Unknown model, version or route",
-    "413": "Body or image too large",
-    "415": "Unsupported Content-Type",
-    "422": "Invalid inputs, labels, options or image",
-}
-_OPERATIONS = {
-    "predict": (
-        "PredictRequest",
-        "PredictResponse",
-        "Predict: per input the label, class name and class probabilities.",
-    ),
-    "loss": ("LossRequest", "LossResponse", "Mean loss over the batch, as TwoLayerNet.loss computes it."),
-    "accuracy": (
-        "AccuracyRequest",
-        "AccuracyResponse",
-        "Accuracy, correct count and count, as TwoLayerNet.accuracy computes it.",
-    ),
-    "preprocess": (
-        "PredictRequest",
-        "PreprocessResponse",
-        "The model's inputs as predict computes them, e.g. the 28x28 field of an image.",
-    ),
-}
+_RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
-#: Operations under these tags are open whatever the settings; "admin" ones always need the
-#: bearer token; all others need it when the server has one (AUTH_TOKEN). See service/auth.py.
-OPEN_TAGS = frozenset({"health", "v2-health", "metrics", "demo"})
-ADMIN_TAGS = frozenset({"admin"})
-_V2_ERRORS = {
-    "400": "Bad request: the body, a tensor's datatype, shape or values",
-    "404": "Unknown model, version or route",
-    "413": "Body too large",
-    "415": "Unsupported Content-Encoding",
-}
+class UndocumentedRoute(StartupError):
+    """A served route has no declaration (``service.routes.route``): nothing may serve unlisted."""
 
 
-def _custom_fields(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, Any]:
-    for cls, props in CUSTOM_FIELDS.items():
-        if isinstance(field, cls):
-            return dict(props)
-    return {}
-
-
-def build_openapi(registry: Registry) -> dict[str, Any]:
-    """The whole document as a dict; model names are listed as the ``name`` parameter's enum."""
+def build_openapi(app: Flask, state: ServiceState) -> dict[str, Any]:
+    """The whole document, generated from the app's URL map and each view's ``Operation``; the
+    ``name`` and ``version`` parameters list the models and versions that ``state`` serves."""
     plugin = MarshmallowPlugin()
     spec = APISpec(
         title="Digits prediction service",
@@ -88,424 +136,125 @@ def build_openapi(registry: Registry) -> dict[str, Any]:
         openapi_version=OPENAPI_VERSION,
         plugins=[plugin],
         info={
-            "description": "TwoLayerNet models served over HTTP. Every error has the Error "
-            "shape. See docs/API.md for image preprocessing."
+            "description": "TwoLayerNet models served over HTTP. Every error of /v1 routes has the "
+            "Error shape, of /v2 routes the V2Error shape. See docs/API.md for image preprocessing."
         },
     )
-    plugin.converter.add_attribute_function(_custom_fields)  # type: ignore[union-attr]
-    for name, schema in (
-        ("PredictRequest", schemas.PredictRequestSchema),
-        ("LossRequest", schemas.LossRequestSchema),
-        ("AccuracyRequest", schemas.AccuracyRequestSchema),
-        ("PredictResponse", schemas.PredictResponseSchema),
-        ("LossResponse", schemas.LossResponseSchema),
-        ("AccuracyResponse", schemas.AccuracyResponseSchema),
-        ("PreprocessResponse", PreprocessResponseSchema),
-        ("ModelInfo", schemas.ModelInfoSchema),
-        ("ModelList", schemas.ModelListResponseSchema),
-        ("Status", schemas.StatusResponseSchema),
-        ("Error", schemas.ErrorResponseSchema),
-        ("V2RequestInput", v2.RequestInputSchema),  # (nested ones first: named, not guessed)
-        ("V2RequestOutput", v2.RequestOutputSchema),
-        ("V2ResponseOutput", v2.ResponseOutputSchema),
-        ("V2MetadataTensor", v2.MetadataTensorSchema),
-        ("V2InferenceRequest", v2.InferenceRequestSchema),
-        ("V2InferenceResponse", v2.InferenceResponseSchema),
-        ("V2ModelMetadata", v2.ModelMetadataSchema),
-        ("V2ServerMetadata", v2.ServerMetadataSchema),
-        ("V2Live", v2.LiveSchema),
-        ("V2Ready", v2.ReadySchema),
-        ("V2ModelReady", v2.ModelReadySchema),
-        ("V2Error", v2.V2ErrorSchema),
-    ):
+    default = state.models.get(state.default_name)
+    spec_of_default = next(reversed(default.values())).spec if default else InputSpec()
+    plugin.converter.add_attribute_function(_custom_fields(spec_of_default))  # type: ignore[union-attr]
+    for name, schema in COMPONENTS:
         spec.components.schema(name, schema=schema)
-    errors = {code: {"description": text, "content": _json_ref("Error")} for code, text in _ERRORS.items()}
-    name_param = {
-        "name": "name",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "enum": sorted(registry.models)},
-    }
-    version_param = {
-        "name": "version",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string"},
-        "description": "A version directory's number, or a flat file's hash id "
-        "(see GET /v1/models/{name}: versions).",
-    }
-
-    for action, (request_ref, response_ref, summary) in _OPERATIONS.items():
-        operation = {
-            "summary": summary,
-            "requestBody": {"required": True, "content": _request_content(request_ref, action)},
-            "parameters": _query_parameters(action),
-            "responses": {"200": {"description": "OK", "content": _json_ref(response_ref)}, **errors},
-        }
-        spec.path(
-            path=f"/v1/models/{{name}}/{action}",
-            operations={
-                "post": {
-                    **operation,
-                    "operationId": action,
-                    "tags": ["inference"],
-                    "parameters": [name_param, *operation["parameters"]],
-                }
-            },
-        )
-        spec.path(
-            path=f"/v1/models/{{name}}/versions/{{version}}/{action}",
-            operations={
-                "post": {
-                    **operation,
-                    "operationId": f"{action}_version",
-                    "tags": ["inference"],
-                    "summary": f"{summary} (a given version of the model)",
-                    "parameters": [name_param, version_param, *operation["parameters"]],
-                }
-            },
-        )
-        spec.path(
-            path=f"/{action}",
-            operations={
-                "post": {
-                    **operation,
-                    "operationId": f"{action}_default",
-                    "tags": ["inference"],
-                    "summary": f"{summary} (default model: {registry.default_name})",
-                }
-            },
-        )
-
-    spec.path(
-        path="/v1/models",
-        operations={
-            "get": {
-                "summary": "All served models and which one is the default.",
-                "tags": ["models"],
-                "operationId": "list_models",
-                "responses": {"200": {"description": "OK", "content": _json_ref("ModelList")}},
-            }
-        },
-    )
-    spec.path(
-        path="/v1/models/{name}",
-        operations={
-            "get": {
-                "summary": "A model's metadata: input shape, classes, preprocessing, metrics, version "
-                "(the newest, which serves by default), and its ready versions.",
-                "tags": ["models"],
-                "operationId": "model_info",
-                "parameters": [name_param],
-                "responses": {
-                    "200": {"description": "OK", "content": _json_ref("ModelInfo")},
-                    "404": errors["404"],
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/v1/models/{name}/versions/{version}",
-        operations={
-            "get": {
-                "summary": "The metadata of one version of a model.",
-                "tags": ["models"],
-                "operationId": "model_version_info",
-                "parameters": [name_param, version_param],
-                "responses": {
-                    "200": {"description": "OK", "content": _json_ref("ModelInfo")},
-                    "404": errors["404"],
-                },
-            }
-        },
-    )
-    for path, summary in (
-        ("/healthz", "Live: the process answers."),
-        ("/readyz", "Ready: a valid model is loaded."),
-    ):
-        spec.path(
-            path=path,
-            operations={
-                "get": {
-                    "summary": summary,
-                    "tags": ["health"],
-                    "operationId": path.strip("/"),
-                    "responses": {"200": {"description": "OK", "content": _json_ref("Status")}},
-                }
-            },
-        )
-    spec.path(
-        path="/metrics",
-        operations={
-            "get": {
-                "summary": "Prometheus metrics, summed over every worker: requests by route, model and "
-                "status, latency histograms, in-flight requests, predictions by class, "
-                "model loads and load failures.",
-                "tags": ["metrics"],
-                "operationId": "metrics",
-                "responses": {
-                    "200": {
-                        "description": "Prometheus text exposition format",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/v1/admin/reload",
-        operations={
-            "post": {
-                "summary": "Check MODEL_DIR now in the worker that answers (the others follow within "
-                "MODEL_POLL_SECONDS): what was loaded, failed and removed, and what serves.",
-                "tags": ["admin"],
-                "operationId": "reload_models",
-                "responses": {
-                    "200": {
-                        "description": "OK",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {
-                                        "changed": {"type": "boolean"},
-                                        "loaded": {"type": "array", "items": {"type": "object"}},
-                                        "failed": {"type": "array", "items": {"type": "object"}},
-                                        "removed": {"type": "array", "items": {"type": "object"}},
-                                        "serving": {
-                                            "type": "object",
-                                            "additionalProperties": {
-                                                "type": "object",
-                                                "properties": {
-                                                    "version": {"type": "string"},
-                                                    "versions": {
-                                                        "type": "array",
-                                                        "items": {"type": "string"},
-                                                    },
-                                                },
-                                            },
-                                        },
-                                        "pid": {"type": "integer"},
-                                        "workers_restarting": {
-                                            "type": "boolean",
-                                            "description": (
-                                                "MODEL_POLL_SECONDS=0: gunicorn restarts every worker"
-                                            ),
-                                        },
-                                    },
-                                }
-                            }
-                        },
-                    }
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/",
-        operations={
-            "get": {
-                "summary": "The browser demo: draw a digit, see the prediction.",
-                "tags": ["demo"],
-                "operationId": "demo_page",
-                "responses": {
-                    "200": {
-                        "description": "An HTML page",
-                        "content": {"text/html": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
-        },
-    )
-    _v2_paths(spec, name_param, version_param)
     spec.components.security_scheme(
         "bearerAuth",
         {
             "type": "http",
             "scheme": "bearer",
             "description": "Needed when the server sets AUTH_TOKEN (or AUTH_TOKEN_FILE): then every "
-            "operation but health, metrics and the demo page needs "
-            "'Authorization: Bearer <token>'. Admin operations always need it.",
+            "operation but health, metrics and the demo page needs 'Authorization: Bearer <token>'. "
+            "Admin operations always need it.",
         },
     )
-    document = spec.to_dict()
-    _add_security(document)
-    return document
-
-
-def _v2_paths(spec: APISpec, name_param: dict[str, Any], version_param: dict[str, Any]) -> None:
-    """The Open Inference Protocol's REST routes (service/v2.py); errors are V2Error."""
-    errors = {
-        code: {"description": text, "content": _json_ref("V2Error")} for code, text in _V2_ERRORS.items()
-    }
-    spec.path(
-        path="/v2",
-        operations={
-            "get": {
-                "summary": "Open Inference Protocol: server metadata (name, version, extensions).",
-                "tags": ["v2"],
-                "operationId": "v2_server_metadata",
-                "responses": {"200": {"description": "OK", "content": _json_ref("V2ServerMetadata")}},
-            }
+    versions = sorted({v for by_version in state.models.values() for v in by_version}, key=_version_order)
+    path_parameters = {
+        "name": {
+            "name": "name",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "enum": sorted(state.models)},
         },
-    )
-    for path, ref, summary in (
-        ("live", "V2Live", "Server live: the process answers."),
-        ("ready", "V2Ready", "Server ready: every model is loaded."),
-    ):
-        spec.path(
-            path=f"/v2/health/{path}",
-            operations={
-                "get": {
-                    "summary": summary,
-                    "tags": ["v2-health"],
-                    "operationId": f"v2_server_{path}",
-                    "responses": {"200": {"description": "OK", "content": _json_ref(ref)}},
-                }
-            },
-        )
-    binary_header = {
-        "name": v2.HEADER_LENGTH,
-        "in": "header",
-        "required": False,
-        "schema": {"type": "integer", "minimum": 0},
-        "description": "Binary tensor data extension: the body is this many bytes of JSON, then "
-        "the raw little-endian bytes of each input whose parameters give "
-        "binary_data_size, in order.",
-    }
-    binary_body = {"schema": {"type": "string", "format": "binary"}}
-    for prefix, params, suffix in (
-        ("/v2/models/{name}", [name_param], ""),
-        ("/v2/models/{name}/versions/{version}", [name_param, version_param], "_version"),
-    ):
-        spec.path(
-            path=prefix,
-            operations={
-                "get": {
-                    "summary": "Open Inference Protocol: model metadata (its input and outputs).",
-                    "tags": ["v2"],
-                    "operationId": f"v2_model_metadata{suffix}",
-                    "parameters": params,
-                    "responses": {
-                        "200": {"description": "OK", "content": _json_ref("V2ModelMetadata")},
-                        "404": errors["404"],
-                    },
-                }
-            },
-        )
-        spec.path(
-            path=f"{prefix}/ready",
-            operations={
-                "get": {
-                    "summary": "Open Inference Protocol: model ready.",
-                    "tags": ["v2-health"],
-                    "operationId": f"v2_model_ready{suffix}",
-                    "parameters": params,
-                    "responses": {
-                        "200": {"description": "OK", "content": _json_ref("V2ModelReady")},
-                        "404": errors["404"],
-                    },
-                }
-            },
-        )
-        spec.path(
-            path=f"{prefix}/infer",
-            operations={
-                "post": {
-                    "summary": "Open Inference Protocol: inference. Input 'input' (FP32 [N, 784] or "
-                    "[N, 28, 28] in [0, 1], or UINT8 0-255); outputs 'probabilities' (FP32 "
-                    "[N, C]) and 'label' (INT64 [N]).",
-                    "tags": ["v2"],
-                    "operationId": f"v2_infer{suffix}",
-                    "parameters": [*params, binary_header],
-                    "requestBody": {
-                        "required": True,
-                        "content": {**_json_ref("V2InferenceRequest"), v2.BINARY_MIMETYPE: binary_body},
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "OK; with binary outputs, the JSON is followed "
-                            "by their bytes and the response has the "
-                            f"{v2.HEADER_LENGTH} header.",
-                            "content": {**_json_ref("V2InferenceResponse"), v2.BINARY_MIMETYPE: binary_body},
-                        },
-                        **errors,
-                    },
-                }
-            },
-        )
-
-
-def _add_security(document: dict[str, Any]) -> None:
-    """Each operation's security, by its tag: open, always the token, or the token if set
-    (``{}``, no security, is the alternative that a server without AUTH_TOKEN accepts)."""
-    for operations in document["paths"].values():
-        for operation in operations.values():
-            tags = set(operation.get("tags", ()))
-            if tags & ADMIN_TAGS:
-                operation["security"] = [{"bearerAuth": []}]
-                operation.setdefault("responses", {}).setdefault("401", _UNAUTHORIZED)
-            elif not tags & OPEN_TAGS:
-                operation["security"] = [{"bearerAuth": []}, {}]
-                operation.setdefault("responses", {}).setdefault("401", _UNAUTHORIZED)
-
-
-_UNAUTHORIZED = {
-    "description": "No bearer token, or not the server's (AUTH_TOKEN); the "
-    "WWW-Authenticate header says Bearer"
-}
-
-
-def _json_ref(name: str) -> dict[str, Any]:
-    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
-
-
-def _request_content(request_ref: str, action: str) -> dict[str, Any]:
-    form: dict[str, Any] = {
-        "images": {
-            "type": "array",
-            "items": {"type": "string", "format": "binary"},
-            "description": "One or more image files, under any field name.",
+        "version": {
+            "name": "version",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "enum": versions},
+            "description": "A version directory's number, or a flat file's hash id "
+            "(see GET /v1/models/{name}: versions).",
         },
-        "preprocess": {"type": "boolean", "default": True},
     }
-    if action != "predict":
-        form["labels"] = {"type": "string", "description": "'3,1,4' or a JSON array"}
-    if action == "loss":
-        form["loss"] = {"type": "string", "enum": ["cross_entropy", "mean_squared_error"]}
-    content: dict[str, Any] = _json_ref(request_ref)
-    content["multipart/form-data"] = {"schema": {"type": "object", "properties": form}}
-    for mimetype in sorted(IMAGE_MIMETYPES):
-        content[mimetype] = {"schema": {"type": "string", "format": "binary"}}
-    return content
+    by_endpoint: dict[str, list[Rule]] = {}
+    for rule in app.url_map.iter_rules():
+        if not is_document(app, rule.endpoint):
+            by_endpoint.setdefault(rule.endpoint, []).append(rule)
+    for endpoint, rules in by_endpoint.items():
+        operation = operation_of(app, endpoint)
+        if operation is None:
+            raise UndocumentedRoute(
+                f"route {rules[0].rule} ({endpoint}) is not declared with service.routes.route"
+            )
+        takes_name = any("name" in rule.arguments for rule in rules)
+        for rule in rules:
+            path = _RULE_ARGUMENT.sub(r"{\1}", rule.rule)
+            methods = sorted(rule.methods - {"HEAD", "OPTIONS"})  # type: ignore[operator]
+            spec.path(
+                path=path,
+                operations={
+                    method.lower(): _operation(
+                        operation, endpoint, rule, takes_name, state.default_name, path_parameters
+                    )
+                    for method in methods
+                },
+            )
+    return spec.to_dict()
 
 
-def _query_parameters(action: str) -> list[dict[str, Any]]:
-    """Options for a raw image body, which has nowhere else to put them."""
-    params = [
-        {
-            "name": "preprocess",
-            "in": "query",
-            "schema": {"type": "boolean"},
-            "description": "Raw image bodies only: false skips MNIST-style preprocessing.",
-        }
-    ]
-    if action != "predict":
-        params.append(
-            {
-                "name": "labels",
-                "in": "query",
-                "schema": {"type": "string"},
-                "description": "Raw image bodies only: the image's label.",
-            }
-        )
-    if action == "loss":
-        params.append(
-            {
-                "name": "loss",
-                "in": "query",
-                "schema": {"type": "string"},
-                "description": "Raw image bodies only: the loss function.",
-            }
-        )
-    return params
+def _operation(
+    operation: Operation,
+    endpoint: str,
+    rule: Rule,
+    takes_name: bool,
+    default_name: str,
+    path_parameters: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """One rule's OpenAPI operation, from its view's declaration."""
+    operation_id = operation.operation_id or endpoint.rpartition(".")[2]
+    summary = operation.summary
+    if "version" in rule.arguments:
+        operation_id += "_version"
+        summary += " (a given version of the model)"
+    elif takes_name and "name" not in rule.arguments:
+        operation_id += "_default"
+        summary += f" (default model: {default_name})"
+    parameters = [path_parameters[arg] for arg in ("name", "version") if arg in rule.arguments]
+    ok: dict[str, Any] = {"description": operation.response_description}
+    content = dict(operation.response_content)
+    if operation.response is not None:
+        content = {"application/json": {"schema": operation.response}, **content}
+    if content:
+        ok["content"] = content
+    if operation.response_headers:
+        ok["headers"] = dict(operation.response_headers)
+    if operation.links:
+        ok["links"] = dict(operation.links)
+    responses: dict[str, Any] = {"200": ok}
+    for code, description in operation.errors.items():
+        if code == "404" and not parameters:
+            continue  # no model named in the path: nothing to be unknown
+        responses[code] = {"description": description}
+        if operation.error is not None:
+            responses[code]["content"] = {"application/json": {"schema": operation.error}}
+    result: dict[str, Any] = {
+        "summary": summary,
+        "tags": list(operation.tags),
+        "operationId": operation_id,
+        "responses": responses,
+    }
+    if parameters or operation.parameters:
+        result["parameters"] = [*parameters, *map(dict, operation.parameters)]
+    if operation.request is not None or operation.request_content:
+        body = dict(operation.request_content)
+        if operation.request is not None:
+            body = {"application/json": {"schema": operation.request}, **body}
+        result["requestBody"] = {"required": True, "content": body}
+    if operation.access == "admin":
+        result["security"] = [{"bearerAuth": []}]
+    elif operation.access == "token":
+        result["security"] = [{"bearerAuth": []}, {}]  # {}: a server without AUTH_TOKEN
+    if operation.access != "open":
+        responses["401"] = _UNAUTHORIZED
+    return result
+
+
+def _version_order(version: str) -> tuple[int, int, str]:
+    """Version directories by number, then flat files' hash ids."""
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)

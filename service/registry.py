@@ -1,4 +1,4 @@
-"""The model registry: every model in ``MODEL_DIR``, loaded and checked once per worker.
+"""Model files: every model in ``MODEL_DIR``, found, loaded and checked once per worker.
 
 Two layouts, side by side in one directory:
 
@@ -8,16 +8,16 @@ Two layouts, side by side in one directory:
   ``N`` is a positive integer without leading zeros and is the version id. The highest version
   serves by default. A version directory without ``model.npz`` yet is not a version (yet).
 
-Loading goes through ``training.load_model``, which validates the file; anything wrong with any
-file, or a missing default model, raises ``ModelLoadError`` with one line naming the file.
-Everything a request needs that depends only on the model is computed here, at load time.
-``service.reload`` builds new registries from the same pieces while the server runs.
+Loading goes through ``training.load_model``, which validates the file; ``scan`` reads what is
+new or changed and reports what loaded, failed or went, naming each file. Everything a request
+needs that depends only on the model is computed here, at load time. ``service.reload`` decides
+what serves from a scan and swaps it in; the first load at start-up is such a reload too.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from service.errors import ModelNotFound, StartupError, VersionNotFound
+from service.errors import StartupError
 from training import ModelFile, ModelFormatError, TwoLayerNet, load_model
 
 MODEL_SUFFIX = ".npz"
@@ -72,76 +72,12 @@ class Model:
 
 
 @dataclass(frozen=True)
-class Registry:
-    """The models one worker serves, by name and version, and which one the short routes use.
-
-    ``models`` holds the version each name serves by default (the newest); ``all_versions``
-    every loaded version of each name, oldest first. Never changed once built: a reload builds
-    a new one.
-    """
-
-    models: Mapping[str, Model]
-    default_name: str
-    all_versions: Mapping[str, Mapping[str, Model]] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        if not self.all_versions:
-            object.__setattr__(
-                self, "all_versions", {name: {m.version: m} for name, m in self.models.items()}
-            )
-
-    @classmethod
-    def from_versions(
-        cls, versions: Mapping[str, Mapping[str, Model]], default_name: str, model_dir: Path
-    ) -> Registry:
-        """The registry of ``versions`` (name -> version -> model, oldest first); the newest of
-        each name serves by default. ``ModelLoadError`` if the default model has no version."""
-        versions = {name: dict(v) for name, v in sorted(versions.items()) if v}
-        if default_name not in versions:
-            raise ModelLoadError(
-                f"DEFAULT_MODEL {default_name!r} is not in {model_dir} "
-                f"(found: {', '.join(versions) or 'nothing valid'})"
-            )
-        models = {name: list(v.values())[-1] for name, v in versions.items()}
-        return cls(models=models, default_name=default_name, all_versions=versions)
-
-    @property
-    def default(self) -> Model:
-        return self.models[self.default_name]
-
-    def get(self, name: str, version: str | None = None) -> Model:
-        """The model ``name`` at ``version`` (default: its newest); 404 errors if unknown."""
-        versions = self.all_versions.get(name)
-        if versions is None:
-            raise ModelNotFound(f"no model named {name!r}", {"available": sorted(self.models)})
-        if version is None:
-            return self.models[name]
-        try:
-            return versions[version]
-        except KeyError:
-            raise VersionNotFound(
-                f"model {name!r} has no version {version!r}", {"available": list(versions)}
-            ) from None
-
-    def versions(self, name: str) -> list[str]:
-        """The versions of ``name`` that are loaded and ready, oldest first (the last serves
-        by default); ``ModelNotFound`` if there is no such model."""
-        if name not in self.all_versions:
-            self.get(name)  # raises ModelNotFound
-        return list(self.all_versions[name])
-
-
-@dataclass(frozen=True)
 class ModelSource:
     """Where one version of one model lives; ``version`` is None for a flat ``NAME.npz``."""
 
     name: str
     version: str | None
     path: Path
-
-
-#: Called with a file that failed validation and why; the caller decides what that means.
-FailureHandler = Callable[[ModelSource, ModelFormatError], None]
 
 
 def find_model_files(model_dir: str | Path) -> list[ModelSource]:
@@ -177,37 +113,101 @@ def load_source(source: ModelSource) -> Model:
     return _build_model(source.name, source.version or model_file.version, model_file)
 
 
-def load_registry(
-    model_dir: str | Path, default_model: str, *, on_failure: FailureHandler | None = None
-) -> Registry:
-    """Load every model under ``model_dir``; the default model must be among them.
+#: (inode, size, mtime in ns): a file whose triple is unchanged is not read again.
+Signature = tuple[int, int, int]
 
-    Any invalid file raises ``ModelLoadError``, unless ``on_failure`` is given (gunicorn's
-    workers, whose master has checked every file at start-up): then an invalid file is passed to
-    it and skipped, so that a worker started by SIGHUP serves what is valid instead of stopping
-    the server. A model left with no valid file is not served; only the default model having
-    none still raises.
-    """
-    model_dir = Path(model_dir)
-    sources = find_model_files(model_dir)
-    if not sources:
-        raise ModelLoadError(f"MODEL_DIR {model_dir}: no {MODEL_SUFFIX} model files in it")
-    versions: dict[str, dict[str, Model]] = {}
-    failures = []
-    for source in sources:
+
+def signature(path: Path) -> Signature | None:
+    """The file's (inode, size, mtime), or None if it is gone."""
+    try:
+        st = path.stat()
+    except OSError:  # removed between listing and stat
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A model and the signature its file had when it was read."""
+
+    model: Model
+    signature: Signature | None
+
+
+@dataclass
+class Scan:
+    """What one look at ``MODEL_DIR`` found, against what was loaded before. Changes nothing:
+    ``service.reload`` decides what to serve from it and swaps."""
+
+    #: path -> what serves from it: the model read now, or the one read before if the file is
+    #: unchanged or now fails validation. In the order of ``find_model_files``.
+    files: dict[Path, Loaded] = field(default_factory=dict)
+    #: Files read now that validated.
+    loaded: list[Model] = field(default_factory=list)
+    #: Files read now that failed validation (a file that failed before and has not changed since
+    #: is not read again, nor listed).
+    failed: list[tuple[ModelSource, ModelFormatError]] = field(default_factory=list)
+    #: Models loaded before whose files are gone.
+    removed: list[Model] = field(default_factory=list)
+    #: Paths in ``files`` served from memory because the file now on disk is not what was read.
+    stale: set[Path] = field(default_factory=set)
+    #: The directory itself is unusable (missing, or a name in two layouts): nothing was read.
+    error: ModelLoadError | None = None
+    #: Every model file found, valid or not.
+    sources: list[ModelSource] = field(default_factory=list)
+
+    def versions(self) -> dict[str, dict[str, Model]]:
+        """name -> version -> model for every file that serves, versions oldest first."""
+        versions: dict[str, dict[str, Model]] = {}
+        for source in self.sources:
+            loaded = self.files.get(source.path)
+            if loaded is not None:
+                versions.setdefault(source.name, {})[loaded.model.version] = loaded.model
+        return versions
+
+
+def scan(
+    model_dir: str | Path,
+    known: Mapping[Path, Loaded] | None = None,
+    failed_before: Mapping[Path, Signature | None] | None = None,
+) -> Scan:
+    """Look at ``model_dir``: read and validate every model file that is new or changed since
+    ``known`` (path -> what was loaded from it), reuse the rest. A file whose signature is in
+    ``failed_before`` unchanged is not read again. A stat per file, and a full read and
+    validation (``training.load_model``) only of files that changed."""
+    known = known or {}
+    failed_before = failed_before or {}
+    result = Scan()
+    try:
+        result.sources = find_model_files(model_dir)
+    except ModelLoadError as exc:
+        result.error = exc
+        return result
+    for source in result.sources:
+        now = signature(source.path)
+        before = known.get(source.path)
+        if now is None:  # gone since it was listed
+            continue
+        if before is not None and before.signature == now:
+            result.files[source.path] = before
+            continue
+        if source.path in failed_before and failed_before[source.path] == now:  # reported already
+            if before is not None:
+                result.files[source.path] = before
+                result.stale.add(source.path)
+            continue
         try:
             model = load_source(source)
         except ModelFormatError as exc:
-            if on_failure is None:
-                raise ModelLoadError(str(exc)) from None
-            failures.append((source, exc))
+            result.failed.append((source, exc))
+            if before is not None:  # the serving one stays
+                result.files[source.path] = before
+                result.stale.add(source.path)
             continue
-        versions.setdefault(source.name, {})[model.version] = model
-    for source, error in failures:
-        if source.name == default_model and source.name not in versions:
-            raise ModelLoadError(str(error))
-        on_failure(source, error)  # type: ignore[misc]
-    return Registry.from_versions(versions, default_model, model_dir)
+        result.files[source.path] = Loaded(model, now)
+        result.loaded.append(model)
+    result.removed = [loaded.model for path, loaded in known.items() if path not in result.files]
+    return result
 
 
 def _is_version(name: str) -> bool:

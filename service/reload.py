@@ -1,6 +1,8 @@
-"""Hot reload: every worker picks up new, changed and removed model files without a restart.
+"""Loading and hot reload: every worker picks up new, changed and removed model files without a
+restart. The first load at start-up is a reload from an empty state (``ModelWatcher.load``).
 
-Three ways in, one mechanism (``ModelWatcher.reload``):
+``service.registry.scan`` looks at ``MODEL_DIR`` and reports what loaded, failed or went; the
+watcher decides from that what serves and swaps it in. Three ways in (``ModelWatcher.reload``):
 
 - **polling**: a daemon thread in each gunicorn worker (started after the fork, by the
   ``post_worker_init`` hook) checks ``MODEL_DIR`` every ``MODEL_POLL_SECONDS`` (default 2; 0
@@ -10,7 +12,7 @@ Three ways in, one mechanism (``ModelWatcher.reload``):
   SIGHUP to the gunicorn master, so every worker restarts on the new files (not while the
   default model has no valid file: a new worker could not serve it);
 - **SIGHUP** to the gunicorn master: gunicorn starts new workers, which load ``MODEL_DIR`` anew
-  (skipping invalid files: ``service.registry.load_registry``), and stops the old ones gracefully.
+  (skipping invalid files: ``ModelWatcher.load(strict=False)``), and stops the old ones gracefully.
 
 A check costs a ``stat`` per model file: only files whose (inode, size, mtime) changed are read
 and validated with ``training.load_model``, in full, before anything is swapped. A file that
@@ -19,9 +21,9 @@ is logged and counted (``digits_model_load_failures_total``), and the file is no
 it changes again. The default model cannot disappear: if its files are all gone or invalid, the
 loaded one keeps serving. Removing any other model's file (or a version directory) stops serving it.
 
-The swap is one assignment of a new immutable ``ServiceState`` (registry, endpoints, OpenAPI
-document) to ``app.extensions``; a request reads that reference once, so it sees the old models
-or the new ones, never a mix.
+The swap is one assignment of a new immutable ``service.state.ServiceState`` (models with
+their endpoints, OpenAPI document) to ``app.extensions``; a request reads that reference once,
+so it sees the old models or the new ones, never a mix.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,53 +42,41 @@ from flask import Blueprint, Flask, Response, current_app
 from service.metrics import count_model_load
 from service.openapi import build_openapi
 from service.registry import (
+    MODEL_SUFFIX,
+    Loaded,
     Model,
     ModelLoadError,
     ModelSource,
-    Registry,
-    find_model_files,
-    load_source,
+    Signature,
+    scan,
+    signature,
 )
-from service.views import EXTENSION, ServiceState, build_endpoints, json_response
+from service.routes import route
+from service.schemas import ErrorResponseSchema, ReloadReportSchema
+from service.settings import Settings
+from service.state import EXTENSION, Endpoint, ServiceState
+from service.views import json_response
 from training import ModelFormatError
 
 log = logging.getLogger(__name__)
 
 WATCHER = "digits_service.watcher"
-#: (inode, size, mtime in ns): a file whose triple is unchanged is not read again.
-Signature = tuple[int, int, int]
-#: A file that failed validation at start-up, and why (``create_app(strict=False)``).
-LoadFailure = tuple[ModelSource, ModelFormatError]
 
 admin = Blueprint("admin", __name__)
 
 
-def _signature(path: Path) -> Signature | None:
-    try:
-        st = path.stat()
-    except OSError:  # removed between listing and stat
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
 class ModelWatcher:
-    """Reloads one app's models from its ``MODEL_DIR``; one per app, so one per worker."""
+    """Loads one app's models from its ``MODEL_DIR`` and reloads them; one per app, so one per
+    worker. The first load is a reload from an empty state (``create_app`` calls it)."""
 
-    def __init__(self, app: Flask, failures: Sequence[LoadFailure] = ()) -> None:
+    def __init__(self, app: Flask, settings: Settings) -> None:
         self.app = app
-        state: ServiceState = app.extensions[EXTENSION]
-        self.settings = state.settings
+        self.settings = settings
         self._lock = threading.Lock()
-        #: Files of the serving models, and of files that failed, with the signature seen then.
-        self._loaded: dict[Path, Signature | None] = {}
+        #: What serves from each file, with the file's signature when it was read.
+        self._files: dict[Path, Loaded] = {}
+        #: Files that failed validation, with the signature they failed at (not read again).
         self._failed: dict[Path, Signature | None] = {}
-        for by_version in state.registry.all_versions.values():
-            for model in by_version.values():
-                # the file may have changed since it was read: at worst it is read once more
-                self._loaded[model.file.path] = _signature(model.file.path)
-                count_model_load(model.name)
-        for source, exc in failures:
-            self.note_failure(source, exc)
         #: What is wrong now with the directory or the default model, logged once until it changes.
         self._trouble: set[str] = set()
         self._thread: threading.Thread | None = None
@@ -99,7 +88,7 @@ class ModelWatcher:
 
     def note_failure(self, source: ModelSource, exc: ModelFormatError) -> None:
         """Log and count a file that failed validation, once per version of the file."""
-        self._failed[source.path] = _signature(source.path)
+        self._failed[source.path] = signature(source.path)
         count_model_load(source.name, ok=False)
         log.error(
             "model file failed validation; not serving it",
@@ -112,47 +101,71 @@ class ModelWatcher:
             },
         )
 
+    def load(self, *, strict: bool) -> None:
+        """The first load, at start-up: a reload from an empty state that must end serving the
+        default model. ``ModelLoadError`` (one line) if it cannot, or, with ``strict``, if any
+        file is invalid; without ``strict`` an invalid file is logged, counted and skipped."""
+        found = scan(self.settings.model_dir)
+        if found.error is not None:
+            raise found.error
+        if not found.sources:
+            raise ModelLoadError(f"MODEL_DIR {self.settings.model_dir}: no {MODEL_SUFFIX} model files in it")
+        default = self.settings.default_model
+        for source, exc in found.failed:
+            if strict or (source.name == default and default not in found.versions()):
+                raise ModelLoadError(str(exc))
+        versions = found.versions()
+        if default not in versions:
+            raise ModelLoadError(
+                f"DEFAULT_MODEL {default!r} is not in {self.settings.model_dir} "
+                f"(found: {', '.join(sorted(versions)) or 'nothing valid'})"
+            )
+        for source, exc in found.failed:
+            self.note_failure(source, exc)
+        for model in found.loaded:
+            count_model_load(model.name)
+        self._files = found.files
+        self._swap(versions)
+
     def reload(self) -> dict[str, Any]:
         """Check ``MODEL_DIR`` now; swap in the new state if anything changed. The report says
-        what was loaded, what failed, what was removed, and what serves now."""
+        what was loaded, what failed, what was removed, and what serves now. Never raises for
+        what is on disk: a file that fails never replaces a serving model, and the default
+        model keeps serving whatever happens to its files."""
         with self._lock:
-            state: ServiceState = self.app.extensions[EXTENSION]
             report: dict[str, Any] = {"changed": False, "loaded": [], "failed": [], "removed": []}
-            try:
-                sources = find_model_files(self.settings.model_dir)
-            except ModelLoadError as exc:  # the directory is gone, or a name is in two layouts
-                if self._once(f"dir:{exc}"):
+            found = scan(self.settings.model_dir, self._files, self._failed)
+            if found.error is not None:  # the directory is gone, or a name is in two layouts
+                if self._once(f"dir:{found.error}"):
                     log.error(
                         "model directory unusable; serving what is loaded",
-                        extra={"event": "model_dir_failed", "error": str(exc)},
+                        extra={"event": "model_dir_failed", "error": str(found.error)},
                     )
-                report["failed"].append({"error": str(exc)})
-                return self._finish(report, state)
-            known = {
-                model.file.path: model
-                for by_version in state.registry.all_versions.values()
-                for model in by_version.values()
-            }
-            versions: dict[str, dict[str, Model]] = {}
-            loaded: dict[Path, Signature | None] = {}
-            for source in sources:
-                model, signature = self._load(source, known.get(source.path), report)
-                if model is not None:
-                    versions.setdefault(source.name, {})[model.version] = model
-                    loaded[source.path] = signature
-            default = state.registry.default_name
-            # a file is valid on disk if what loaded from it is what is there now
-            self.default_on_disk = any(
-                source.name == default
-                and loaded.get(source.path) is not None
-                and loaded[source.path] == _signature(source.path)
-                for source in sources
-            )
-            if default not in versions:  # never stop serving the default model
-                versions[default] = dict(state.registry.all_versions[default])
-                loaded.update(
-                    (m.file.path, self._loaded.get(m.file.path)) for m in versions[default].values()
+                report["failed"].append({"error": str(found.error)})
+                return self._finish(report)
+            self._trouble = {t for t in self._trouble if not t.startswith("dir:")}
+            for source, exc in found.failed:
+                self.note_failure(source, exc)
+                report["failed"].append({"model": source.name, "version": source.version, "error": str(exc)})
+            for model in found.loaded:
+                count_model_load(model.name)
+                report["loaded"].append({"model": model.name, "version": model.version})
+                log.info(
+                    "model loaded",
+                    extra={
+                        "event": "model_loaded",
+                        "model": model.name,
+                        "version": model.version,
+                        "path": str(model.file.path),
+                    },
                 )
+            default = self.settings.default_model
+            defaults = [source.path for source in found.sources if source.name == default]
+            self.default_on_disk = any(p in found.files and p not in found.stale for p in defaults)
+            files = found.files
+            if not any(path in files for path in defaults):  # never stop serving the default model
+                files = {**files, **{p: v for p, v in self._files.items() if v.model.name == default}}
+                found.removed = [m for m in found.removed if m.name != default]
                 if self._once("default"):
                     log.error(
                         "default model has no valid file; the loaded one keeps serving",
@@ -160,66 +173,42 @@ class ModelWatcher:
                     )
             else:
                 self._trouble.discard("default")
-            self._trouble = {t for t in self._trouble if not t.startswith("dir:")}
-            for path, model in known.items():
-                if path not in loaded:
-                    report["removed"].append({"model": model.name, "version": model.version})
-            self._loaded = loaded
+            report["removed"] = [{"model": m.name, "version": m.version} for m in found.removed]
+            self._files = files
             self._failed = {p: s for p, s in self._failed.items() if p.exists()}
-            if self._same(state.registry, versions):
-                return self._finish(report, state)
-            registry = Registry.from_versions(versions, default, self.settings.model_dir)
-            endpoints, by_version = build_endpoints(registry, self.settings, previous=state)
-            openapi = state.openapi
-            if sorted(registry.models) != sorted(state.registry.models):
-                openapi = orjson.dumps(build_openapi(registry))
-            new_state = dataclasses.replace(
-                state, registry=registry, endpoints=endpoints, versions=by_version, openapi=openapi
-            )
-            self.app.extensions[EXTENSION] = new_state  # the swap: one reference assignment
+            versions = _versions(files)
+            if versions == _models(current_state(self.app)):
+                return self._finish(report)
+            self._swap(versions)
             report["changed"] = True
             log.info(
                 "models reloaded",
                 extra={
                     "event": "models_reloaded",
-                    "serving": {name: m.version for name, m in registry.models.items()},
+                    "serving": {name: list(v)[-1] for name, v in versions.items()},
                 },
             )
-            return self._finish(report, new_state)
+            return self._finish(report)
 
-    def _load(
-        self, source: ModelSource, serving: Model | None, report: dict[str, Any]
-    ) -> tuple[Model | None, Signature | None]:
-        """The model for ``source`` and the file signature it was read at: the serving one if
-        its file is unchanged or the new file is invalid; the new one if it validates; None if
-        the file never validated."""
-        signature = _signature(source.path)
-        kept = serving, self._loaded.get(source.path)
-        if signature is None:
-            return None, None
-        if serving is not None and self._loaded.get(source.path) == signature:
-            return kept
-        if self._failed.get(source.path) == signature:  # already reported
-            return kept
-        try:
-            model = load_source(source)
-        except ModelFormatError as exc:
-            self.note_failure(source, exc)
-            report["failed"].append({"model": source.name, "version": source.version, "error": str(exc)})
-            return kept
-        self._failed.pop(source.path, None)
-        count_model_load(source.name)
-        report["loaded"].append({"model": model.name, "version": model.version})
-        log.info(
-            "model loaded",
-            extra={
-                "event": "model_loaded",
-                "model": model.name,
-                "version": model.version,
-                "path": str(source.path),
-            },
-        )
-        return model, signature
+    def _swap(self, versions: dict[str, dict[str, Model]]) -> None:
+        """Build the state that serves ``versions`` and swap it in: one reference assignment.
+        Endpoints of models already served are reused; the OpenAPI document is rebuilt only
+        when the names or versions it lists change."""
+        old = self.app.extensions.get(EXTENSION)
+        reuse = {} if old is None else {id(e.model): e for v in old.models.values() for e in v.values()}
+        models = {
+            name: {
+                version: reuse.get(id(model)) or Endpoint.for_model(model, self.settings)
+                for version, model in by_version.items()
+            }
+            for name, by_version in sorted(versions.items())
+        }
+        state = ServiceState(settings=self.settings, default_name=self.settings.default_model, models=models)
+        if old is not None and _names(old) == _names(state):
+            openapi = old.openapi
+        else:
+            openapi = orjson.dumps(build_openapi(self.app, state))
+        self.app.extensions[EXTENSION] = dataclasses.replace(state, openapi=openapi)
 
     def _once(self, trouble: str) -> bool:
         """True the first time ``trouble`` is seen since it last went away."""
@@ -227,18 +216,11 @@ class ModelWatcher:
         self._trouble.add(trouble)
         return new
 
-    @staticmethod
-    def _same(registry: Registry, versions: dict[str, dict[str, Model]]) -> bool:
-        old = registry.all_versions
-        return old.keys() == versions.keys() and all(
-            list(old[name].items()) == list(versions[name].items()) for name in versions
-        )
-
-    @staticmethod
-    def _finish(report: dict[str, Any], state: ServiceState) -> dict[str, Any]:
+    def _finish(self, report: dict[str, Any]) -> dict[str, Any]:
+        state = current_state(self.app)
         report["serving"] = {
-            name: {"version": model.version, "versions": state.registry.versions(name)}
-            for name, model in state.registry.models.items()
+            name: {"version": list(by_version)[-1], "versions": list(by_version)}
+            for name, by_version in state.models.items()
         }
         report["pid"] = os.getpid()
         return report
@@ -275,7 +257,18 @@ def start_polling(app: Any, master_pid: int | None = None) -> None:
         model_watcher.start(interval)
 
 
-@admin.post("/v1/admin/reload")
+@route(
+    admin,
+    "/v1/admin/reload",
+    method="POST",
+    summary="Check MODEL_DIR now in the worker that answers (the others follow within "
+    "MODEL_POLL_SECONDS): what was loaded, failed and removed, and what serves.",
+    tags=("admin",),
+    access="admin",
+    response=ReloadReportSchema,
+    errors={"403": "Admin routes are disabled: the server has no AUTH_TOKEN"},
+    error=ErrorResponseSchema,
+)
 def reload_models() -> Response:
     """Check MODEL_DIR now in this worker (the others follow at their next poll)."""
     model_watcher = watcher(current_app)  # type: ignore[arg-type]
@@ -295,7 +288,33 @@ def reload_models() -> Response:
     return json_response(report)
 
 
-def register_reload(app: Flask, failures: Sequence[LoadFailure] = ()) -> None:
-    """The app's ``ModelWatcher`` (not polling yet: see ``start_polling``) and the admin route."""
-    app.extensions[WATCHER] = ModelWatcher(app, failures)
+def _versions(files: dict[Path, Loaded]) -> dict[str, dict[str, Model]]:
+    """name -> version -> model, sorted by name, versions in the order of ``files``."""
+    versions: dict[str, dict[str, Model]] = {}
+    for loaded in files.values():
+        versions.setdefault(loaded.model.name, {})[loaded.model.version] = loaded.model
+    return dict(sorted(versions.items()))
+
+
+def _models(state: ServiceState) -> dict[str, dict[str, Model]]:
+    return {name: {v: e.model for v, e in by_version.items()} for name, by_version in state.models.items()}
+
+
+def _names(state: ServiceState) -> dict[str, list[str]]:
+    return {name: list(by_version) for name, by_version in state.models.items()}
+
+
+def current_state(app: Flask) -> ServiceState:
+    return app.extensions[EXTENSION]  # type: ignore[no-any-return]
+
+
+def register_reload(app: Flask) -> None:
+    """The admin route."""
     app.register_blueprint(admin)
+
+
+def load_models(app: Flask, settings: Settings, *, strict: bool = True) -> None:
+    """The app's first load of its models (``ModelWatcher.load``) and its watcher (not polling
+    yet: see ``start_polling``); call once every route is registered."""
+    model_watcher = app.extensions[WATCHER] = ModelWatcher(app, settings)
+    model_watcher.load(strict=strict)

@@ -350,3 +350,22 @@ class RequestSchemas:
         return cls(
             PredictRequestSchema(spec=spec), LossRequestSchema(spec=spec), AccuracyRequestSchema(spec=spec)
         )
+
+
+class ServingVersionsSchema(Schema):
+    version = fields.String(required=True, metadata={"description": "The version serving by default."})
+    versions = fields.List(fields.String(), required=True)
+
+
+class ReloadReportSchema(Schema):
+    """What ``POST /v1/admin/reload`` did in the worker that answered."""
+
+    changed = fields.Boolean(required=True, metadata={"description": "A new state was swapped in."})
+    loaded = fields.List(fields.Dict(), required=True, metadata={"description": "Files read and valid."})
+    failed = fields.List(fields.Dict(), required=True, metadata={"description": "Files that failed."})
+    removed = fields.List(fields.Dict(), required=True, metadata={"description": "Versions gone."})
+    serving = fields.Dict(keys=fields.String(), values=fields.Nested(ServingVersionsSchema), required=True)
+    pid = fields.Integer(required=True, metadata={"description": "The worker that answered."})
+    workers_restarting = fields.Boolean(
+        required=True, metadata={"description": "MODEL_POLL_SECONDS=0: gunicorn restarts every worker"}
+    )

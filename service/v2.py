@@ -43,8 +43,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from service import dataplane
 from service.errors import APIError, UnsupportedMediaType, v2_error_response
 from service.inputs import JSON_MIMETYPE, V2_NUMBERS, loads_json, read_body
+from service.routes import route
 from service.schemas import InputSpec
-from service.views import Endpoint, lookup, versions
+from service.state import Endpoint, current, lookup
 
 log = logging.getLogger(__name__)
 
@@ -282,24 +283,78 @@ INFERENCE_REQUEST = InferenceRequestSchema()
 
 
 # --- routes -------------------------------------------------------------------------------
-@v2.get("")
+#: The errors of the protocol's routes, all in the ``V2Error`` shape.
+ERRORS = {
+    "400": "Bad request: the body, a tensor's datatype, shape or values",
+    "404": "Unknown model, version or route",
+    "413": "Body too large",
+    "415": "Unsupported Content-Encoding",
+}
+_BINARY_BODY = {BINARY_MIMETYPE: {"schema": {"type": "string", "format": "binary"}}}
+_BINARY_HEADER = {
+    "name": HEADER_LENGTH,
+    "in": "header",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 0},
+    "description": "Binary tensor data extension: the body is this many bytes of JSON, then the raw "
+    "little-endian bytes of each input whose parameters give binary_data_size, in order.",
+}
+
+
+@route(
+    v2,
+    "",
+    summary="Open Inference Protocol: server metadata (name, version, extensions).",
+    tags=("v2",),
+    response=ServerMetadataSchema,
+    operation_id="v2_server_metadata",
+)
 def server_metadata() -> Response:
     return _json({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
 
 
-@v2.get("/health/live")
+@route(
+    v2,
+    "/health/live",
+    summary="Server live: the process answers.",
+    tags=("v2-health",),
+    access="open",
+    response=LiveSchema,
+    operation_id="v2_server_live",
+)
 def server_live() -> Response:
     return _json({"live": True})
 
 
-@v2.get("/health/ready")
+@route(
+    v2,
+    "/health/ready",
+    summary="Server ready: the default model is loaded (else 400, as the protocol says).",
+    tags=("v2-health",),
+    access="open",
+    response=ReadySchema,
+    errors={"400": "Not ready"},
+    error=ReadySchema,
+    operation_id="v2_server_ready",
+)
 def server_ready() -> Response:
-    """Every model is loaded and validated: the app is not built (nor a reload kept) otherwise."""
-    return _json({"ready": True})
+    """Ready when the default model is loaded: the protocol answers 200 for ready and a 4xx
+    for not ready."""
+    ready = current().ready
+    return Response(orjson.dumps({"ready": ready}), status=200 if ready else 400, mimetype=JSON_MIMETYPE)
 
 
-@v2.get("/models/<name>")
-@v2.get("/models/<name>/versions/<version>")
+@route(
+    v2,
+    "/models/<name>",
+    "/models/<name>/versions/<version>",
+    summary="Open Inference Protocol: model metadata (its input and outputs).",
+    tags=("v2",),
+    response=ModelMetadataSchema,
+    errors={"404": ERRORS["404"]},
+    error=V2ErrorSchema,
+    operation_id="v2_model_metadata",
+)
 def model_metadata(name: str, version: str | None = None) -> Response:
     endpoint = lookup(name, version)
     model = endpoint.model
@@ -307,7 +362,7 @@ def model_metadata(name: str, version: str | None = None) -> Response:
     return _json(
         {
             "name": model.name,
-            "versions": versions(model.name),
+            "versions": current().versions(model.name),
             "platform": PLATFORM,
             "inputs": [
                 {
@@ -334,15 +389,42 @@ def model_metadata(name: str, version: str | None = None) -> Response:
     )
 
 
-@v2.get("/models/<name>/ready")
-@v2.get("/models/<name>/versions/<version>/ready")
+@route(
+    v2,
+    "/models/<name>/ready",
+    "/models/<name>/versions/<version>/ready",
+    summary="Open Inference Protocol: model ready.",
+    tags=("v2-health",),
+    access="open",
+    response=ModelReadySchema,
+    errors={"404": ERRORS["404"]},
+    error=V2ErrorSchema,
+    operation_id="v2_model_ready",
+)
 def model_ready(name: str, version: str | None = None) -> Response:
     """A model is ready once it is in the registry: it is loaded and validated before that."""
     return _json({"name": lookup(name, version).model.name, "ready": True})
 
 
-@v2.post("/models/<name>/infer")
-@v2.post("/models/<name>/versions/<version>/infer")
+@route(
+    v2,
+    "/models/<name>/infer",
+    "/models/<name>/versions/<version>/infer",
+    method="POST",
+    summary="Open Inference Protocol: inference. Input 'input' (FP32 [N, 784] or [N, 28, 28] in "
+    "[0, 1], or UINT8 0-255); outputs 'probabilities' (FP32 [N, C]) and 'label' (INT64 [N]).",
+    tags=("v2",),
+    request=InferenceRequestSchema,
+    request_content=_BINARY_BODY,
+    parameters=(_BINARY_HEADER,),
+    response=InferenceResponseSchema,
+    response_content=_BINARY_BODY,
+    response_description="OK; with binary outputs, the JSON is followed by their bytes and the "
+    f"response has the {HEADER_LENGTH} header.",
+    errors=ERRORS,
+    error=V2ErrorSchema,
+    operation_id="v2_infer",
+)
 def infer(name: str, version: str | None = None) -> Response:
     endpoint = lookup(name, version)
     header, binary = _split_body(_body())
@@ -399,7 +481,7 @@ def _split_body(body: bytes) -> tuple[bytes, memoryview]:
 
 
 def _input_spec(endpoint: Endpoint) -> InputSpec:
-    return endpoint.schemas.predict.spec
+    return endpoint.spec
 
 
 def _input_batch(req: dict[str, Any], spec: InputSpec, binary: memoryview) -> NDArray[np.float32]:

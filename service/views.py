@@ -1,6 +1,8 @@
-"""Blueprints: inference, model metadata, health, and the API documents.
+"""The v1 REST protocol (inference, model metadata), health, and the API documents.
 
-Views stay thin: load the request with the model's schema, call the network, build the body.
+Views stay thin: load the request with the model's schema, call the data plane, build the body.
+Each route is declared once (``service.routes.route``): its rules, and what the OpenAPI
+document and the auth check say of it.
 Response bodies are plain dicts written with orjson (``PredictResponseSchema`` and friends
 document them and the tests check them); dumping through marshmallow would cost more than
 the forward pass on the hot path.
@@ -8,93 +10,41 @@ the forward pass on the hot path.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from dataclasses import field as dataclass_field
-from importlib import resources
 from typing import Any
 
 import orjson
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, request
 from flask.json.provider import JSONProvider
+from flask_swagger_ui import get_swaggerui_blueprint
+from marshmallow import Schema
 
 from service import dataplane
+from service.errors import NotReady
+from service.images import IMAGE_MIMETYPES
 from service.inputs import JSON_MIMETYPE, request_payload
-from service.metrics import MODEL
-from service.registry import Model, Registry
-from service.schemas import InputSpec, RequestSchemas
+from service.registry import Model
+from service.routes import document_only, route
+from service.schemas import (
+    AccuracyRequestSchema,
+    AccuracyResponseSchema,
+    ErrorResponseSchema,
+    LossRequestSchema,
+    LossResponseSchema,
+    ModelInfoSchema,
+    ModelListResponseSchema,
+    PredictRequestSchema,
+    PredictResponseSchema,
+    StatusResponseSchema,
+)
 from service.settings import Settings
-
-EXTENSION = "digits_service"
+from service.state import current, lookup
+from training import LOSSES
 
 api = Blueprint("api", __name__)
 health = Blueprint("health", __name__)
 docs = Blueprint("docs", __name__)
 #: Registered only with ``BENCH_NOOP=1``: the framework floor for bench/serve_load.sh.
 bench = Blueprint("bench", __name__)
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One served model with its request schemas."""
-
-    model: Model
-    schemas: RequestSchemas
-
-    @classmethod
-    def for_model(cls, model: Model, settings: Settings) -> Endpoint:
-        spec = InputSpec(
-            input_shape=model.input_shape,
-            image_size=model.image_size,
-            image_style=model.image_style,
-            num_classes=model.num_classes,
-            max_batch_size=settings.max_batch_size,
-            max_image_pixels=settings.max_image_pixels,
-        )
-        return cls(model=model, schemas=RequestSchemas.for_spec(spec))
-
-
-@dataclass(frozen=True)
-class ServiceState:
-    """What the views read, kept in ``app.extensions``: built by ``create_app``, replaced whole
-    (one assignment) by ``service.reload`` when the models change. A request reads it once."""
-
-    settings: Settings
-    registry: Registry
-    #: name -> the endpoint of the version that serves by default
-    endpoints: dict[str, Endpoint]
-    openapi: bytes
-    #: name -> version -> endpoint, every loaded version (built from ``endpoints`` if empty)
-    versions: Mapping[str, Mapping[str, Endpoint]] = dataclass_field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.versions:
-            object.__setattr__(
-                self,
-                "versions",
-                {name: {endpoint.model.version: endpoint} for name, endpoint in self.endpoints.items()},
-            )
-
-
-def build_endpoints(
-    registry: Registry,
-    settings: Settings,
-    previous: ServiceState | None = None,
-) -> tuple[dict[str, Endpoint], dict[str, dict[str, Endpoint]]]:
-    """``endpoints`` and ``versions`` for a ``ServiceState`` of ``registry``; endpoints of
-    models that ``previous`` already serves (the same ``Model`` object) are reused."""
-    reuse: dict[int, Endpoint] = {}
-    if previous is not None:
-        reuse = {id(e.model): e for by_version in previous.versions.values() for e in by_version.values()}
-    versions = {
-        name: {
-            version: reuse.get(id(model)) or Endpoint.for_model(model, settings)
-            for version, model in by_version.items()
-        }
-        for name, by_version in registry.all_versions.items()
-    }
-    endpoints = {name: versions[name][model.version] for name, model in registry.models.items()}
-    return endpoints, versions
 
 
 class OrjsonProvider(JSONProvider):
@@ -114,40 +64,85 @@ def json_response(body: Any, status: int = 200) -> Response:
     )
 
 
-def _state() -> ServiceState:
-    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
+#: The errors of the v1 routes, all in the ``Error`` shape.
+ERRORS = {
+    "400": "Malformed JSON",
+    "404": "Unknown model, version or route",
+    "413": "Body or image too large",
+    "415": "Unsupported Content-Type",
+    "422": "Invalid inputs, labels, options or image",
+}
 
 
-def lookup(name: str | None, version: str | None = None) -> Endpoint:
-    """The endpoint serving model ``name`` (None: the default model) at ``version`` (None: its
-    newest). Unknown model or version: ``ModelNotFound`` / ``VersionNotFound`` (404, with the
-    available ones in ``details``). Every route that serves a model finds it here, which also
-    names the model and version for the request's metrics and access log line."""
-    return _lookup(_state(), name, version)
-
-
-def _lookup(state: ServiceState, name: str | None, version: str | None) -> Endpoint:
-    if name is None:
-        name = state.registry.default_name
-    by_version = state.versions.get(name)
-    endpoint = None
-    if by_version is not None:
-        endpoint = state.endpoints[name] if version is None else by_version.get(version)
-    if endpoint is None:
-        state.registry.get(name, version)  # raises the 404 with what is available
-    request.environ[MODEL] = endpoint.model  # type: ignore[union-attr]
-    return endpoint  # type: ignore[return-value]
-
-
-def versions(name: str) -> list[str]:
-    """The ready versions of model ``name``, oldest first (the last serves by default)."""
-    return _state().registry.versions(name)
+def inference(
+    action: str, summary: str, request_schema: type[Schema], response: type[Schema]
+) -> dict[str, Any]:
+    """The declaration of a v1 inference route: JSON, a multipart upload or a raw image body."""
+    form: dict[str, Any] = {
+        "images": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": "One or more image files, under any field name.",
+        },
+        "preprocess": {"type": "boolean", "default": True},
+    }
+    query = [
+        {
+            "name": "preprocess",
+            "in": "query",
+            "schema": {"type": "boolean"},
+            "description": "Raw image bodies only: false skips MNIST-style preprocessing.",
+        }
+    ]
+    if action in ("loss", "accuracy"):
+        form["labels"] = {"type": "string", "description": "'3,1,4' or a JSON array"}
+        query.append(
+            {
+                "name": "labels",
+                "in": "query",
+                "schema": {"type": "string", "pattern": r"^\d+(,\d+)*$"},
+                "description": "Raw image bodies only: the image's label.",
+            }
+        )
+    if action == "loss":
+        form["loss"] = {"type": "string", "enum": list(LOSSES)}
+        query.append(
+            {
+                "name": "loss",
+                "in": "query",
+                "schema": {"type": "string", "enum": list(LOSSES)},
+                "description": "Raw image bodies only: the loss function.",
+            }
+        )
+    content: dict[str, Any] = {"multipart/form-data": {"schema": {"type": "object", "properties": form}}}
+    for mimetype in sorted(IMAGE_MIMETYPES):
+        content[mimetype] = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "method": "POST",
+        "summary": summary,
+        "tags": ("inference",),
+        "request": request_schema,
+        "request_content": content,
+        "parameters": tuple(query),
+        "response": response,
+        "errors": ERRORS,
+        "error": ErrorResponseSchema,
+    }
 
 
 # --- inference ----------------------------------------------------------------------------
-@api.post("/predict")
-@api.post("/v1/models/<name>/predict")
-@api.post("/v1/models/<name>/versions/<version>/predict")
+@route(
+    api,
+    "/v1/models/<name>/predict",
+    "/v1/models/<name>/versions/<version>/predict",
+    "/predict",
+    **inference(
+        "predict",
+        "Predict: per input the label, class name and class probabilities.",
+        PredictRequestSchema,
+        PredictResponseSchema,
+    ),
+)
 def predict(name: str | None = None, version: str | None = None) -> Response:
     endpoint = lookup(name, version)
     data = endpoint.schemas.predict.load(request_payload(request))
@@ -161,9 +156,18 @@ def predict(name: str | None = None, version: str | None = None) -> Response:
     )
 
 
-@api.post("/loss")
-@api.post("/v1/models/<name>/loss")
-@api.post("/v1/models/<name>/versions/<version>/loss")
+@route(
+    api,
+    "/v1/models/<name>/loss",
+    "/v1/models/<name>/versions/<version>/loss",
+    "/loss",
+    **inference(
+        "loss",
+        "Mean loss over the batch, as TwoLayerNet.loss computes it.",
+        LossRequestSchema,
+        LossResponseSchema,
+    ),
+)
 def loss(name: str | None = None, version: str | None = None) -> Response:
     endpoint = lookup(name, version)
     data = endpoint.schemas.loss.load(request_payload(request))
@@ -180,9 +184,18 @@ def loss(name: str | None = None, version: str | None = None) -> Response:
     )
 
 
-@api.post("/accuracy")
-@api.post("/v1/models/<name>/accuracy")
-@api.post("/v1/models/<name>/versions/<version>/accuracy")
+@route(
+    api,
+    "/v1/models/<name>/accuracy",
+    "/v1/models/<name>/versions/<version>/accuracy",
+    "/accuracy",
+    **inference(
+        "accuracy",
+        "Accuracy, correct count and count, as TwoLayerNet.accuracy computes it.",
+        AccuracyRequestSchema,
+        AccuracyResponseSchema,
+    ),
+)
 def accuracy(name: str | None = None, version: str | None = None) -> Response:
     endpoint = lookup(name, version)
     data = endpoint.schemas.accuracy.load(request_payload(request))
@@ -212,69 +225,133 @@ def _predictions(model: Model, result: dataplane.Inference) -> list[dict[str, An
 
 
 # --- models -------------------------------------------------------------------------------
-@api.get("/v1/models")
+#: From the list of models to the operations that take a model's name.
+_MODEL_LINKS = {
+    operation: {
+        "operationId": operation,
+        "parameters": {"name": "$response.body#/models/0/name"},
+        "description": f"{operation} with the first model listed",
+    }
+    for operation in ("predict", "loss", "accuracy", "model_info", "preprocess")
+}
+
+
+@route(
+    api,
+    "/v1/models",
+    summary="All served models and which one is the default.",
+    tags=("models",),
+    response=ModelListResponseSchema,
+    links=_MODEL_LINKS,
+)
 def list_models() -> Response:
-    state = _state()
+    state = current()
     return json_response(
         {
-            "default_model": state.registry.default_name,
+            "default_model": state.default_name,
             "models": [
-                {**endpoint.model.info, "versions": state.registry.versions(name)}
-                for name, endpoint in state.endpoints.items()
+                {**endpoint.model.info, "versions": list(state.models[name])}
+                for name, endpoint in state.serving().items()
             ],
         }
     )
 
 
-@api.get("/v1/models/<name>")
-@api.get("/v1/models/<name>/versions/<version>")
+@route(
+    api,
+    "/v1/models/<name>",
+    "/v1/models/<name>/versions/<version>",
+    summary="A model's metadata: input shape, classes, preprocessing, metrics, version (the newest, "
+    "which serves by default), and its ready versions.",
+    tags=("models",),
+    response=ModelInfoSchema,
+    errors={"404": ERRORS["404"]},
+    error=ErrorResponseSchema,
+)
 def model_info(name: str, version: str | None = None) -> Response:
     """The model's metadata; ``versions`` lists its ready versions, oldest first."""
-    state = _state()
-    model = _lookup(state, name, version).model
-    return json_response({**model.info, "versions": state.registry.versions(model.name)})
+    model = lookup(name, version).model
+    return json_response({**model.info, "versions": current().versions(model.name)})
 
 
 # --- health -------------------------------------------------------------------------------
-@health.get("/healthz")
+@route(
+    health,
+    "/healthz",
+    summary="Live: the process answers.",
+    tags=("health",),
+    access="open",
+    response=StatusResponseSchema,
+)
 def healthz() -> Response:
     """Live: the process answers."""
     return json_response({"status": "ok"})
 
 
-@health.get("/readyz")
+@route(
+    health,
+    "/readyz",
+    summary="Ready: a valid default model is loaded.",
+    tags=("health",),
+    access="open",
+    response=StatusResponseSchema,
+    errors={"503": "Not ready: no valid default model"},
+    error=ErrorResponseSchema,
+)
 def readyz() -> Response:
-    """Ready: the default model is loaded and validated (the app is not built otherwise)."""
-    registry = _state().registry
+    """Ready: a valid default model is loaded (the app is not built otherwise, and a reload
+    never drops it: this reads the state all the same)."""
+    state = current()
+    if not state.ready:
+        raise NotReady(f"the default model {state.default_name!r} is not loaded")
     return json_response(
         {
             "status": "ready",
-            "default_model": registry.default_name,
-            "models": sorted(registry.models),
+            "default_model": state.default_name,
+            "models": sorted(state.models),
         }
     )
 
 
 # --- documents ----------------------------------------------------------------------------
-@docs.get("/openapi.json")
+@document_only(docs, "/openapi.json")
 def openapi() -> Response:
-    return Response(_state().openapi, mimetype=JSON_MIMETYPE)
+    return Response(current().openapi, mimetype=JSON_MIMETYPE)
 
 
-@docs.get("/docs")
-def docs_page() -> Response:
-    html = resources.files("service").joinpath("static/docs.html").read_bytes()
-    return Response(html, mimetype="text/html")
-
-
-@bench.post("/_bench/noop")
+@route(
+    bench,
+    "/_bench/noop",
+    method="POST",
+    summary="Benchmarks only (BENCH_NOOP=1): reads the body and answers a constant, the "
+    "framework's floor for bench/serve_load.py.",
+    tags=("bench",),
+    request_content={"application/json": {"schema": {}}},
+)
 def bench_noop() -> Response:
     request.get_data(cache=False)  # read the body, as every real endpoint must
     return json_response({"ok": True})
 
 
+#: Swagger UI's page and assets, served from flask-swagger-ui's package (no CDN). The page itself
+#: is ``templates/index.template.html`` (it overrides the package's), whose URLs are relative,
+#: so it also works under a path prefix.
+DOCS_URL = "/docs"
+
+
 def register_views(app: Flask, settings: Settings) -> None:
     app.json = OrjsonProvider(app)
+    app.register_blueprint(
+        get_swaggerui_blueprint(
+            DOCS_URL,
+            "../openapi.json",
+            config={
+                "app_name": "Digits prediction service - API",
+                "persistAuthorization": True,  # the bearer token outlives a reload of the page
+                "oauth2RedirectUrl": "oauth2-redirect.html",  # (relative, as every URL here)
+            },
+        )
+    )
     app.register_blueprint(api)
     app.register_blueprint(health)
     app.register_blueprint(docs)

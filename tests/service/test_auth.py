@@ -26,7 +26,8 @@ OPEN_RULES = {
     "/readyz",
     "/metrics",
     "/openapi.json",
-    "/docs",
+    "/docs/",
+    "/docs/<path:path>",
     "/",
     "/static/<path:filename>",
     "/v2/health/live",
@@ -76,7 +77,15 @@ def _routes(app: Flask) -> list[tuple[str, str, str]]:
                 (
                     rule.rule,
                     method,
-                    _fill(rule.rule, {"name": "mnist", "version": version, "filename": "demo/demo.js"}),
+                    _fill(
+                        rule.rule,
+                        {
+                            "name": "mnist",
+                            "version": version,
+                            "filename": "demo/demo.js",
+                            "path": "swagger-ui.css",
+                        },
+                    ),
                 )
             )
     return routes

@@ -70,7 +70,7 @@ def test_page_is_served_with_a_policy_that_allows_only_this_server(client: Flask
 
 def test_page_and_scripts_use_only_relative_urls(client: FlaskClient) -> None:
     links = page_links(client.get("/").get_data(as_text=True))
-    assert {"static/demo/demo.js", "static/demo/demo.css", "docs", "openapi.json"} <= set(links)
+    assert {"static/demo/demo.js", "static/demo/demo.css", "docs/", "openapi.json"} <= set(links)
     for url in links + api_paths():
         assert not urlsplit(url).scheme and not url.startswith("/"), url
     for name in ("index.html", "demo.js", "demo.css"):

@@ -1,4 +1,6 @@
-"""The model registry: every .npz in MODEL_DIR, loaded once, bad files refused by name."""
+"""Model files: every .npz in MODEL_DIR found, loaded once, bad files refused by name; ``scan``
+reports what loaded, failed or went. The first load is checked through ``create_app``, which
+does it (a reload from an empty state), and the state it leaves."""
 
 from __future__ import annotations
 
@@ -8,23 +10,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service import create_app
 from service.errors import ModelNotFound, VersionNotFound
-from service.registry import ModelLoadError, ModelSource, load_registry
-from training import ModelFormatError, TwoLayerNet, load_model, save_model
+from service.registry import ModelLoadError, scan, signature
+from service.settings import Settings
+from service.state import EXTENSION, ServiceState
+from training import TwoLayerNet, load_model, save_model
+
+
+def load(model_dir: Path, default: str = "mnist", *, strict: bool = True) -> ServiceState:
+    """What a worker serves after its first load of ``model_dir``."""
+    app = create_app(Settings(model_dir=model_dir, default_model=default), strict=strict)
+    return app.extensions[EXTENSION]  # type: ignore[no-any-return]
 
 
 def test_every_npz_is_a_model_named_after_its_stem(model_dir: Path) -> None:
-    registry = load_registry(model_dir, "mnist")
-    assert sorted(registry.models) == ["fashion-mnist", "mnist"]  # README.md is not a model
-    assert registry.default.name == "mnist"
-    mnist = registry.get("mnist")
+    state = load(model_dir, "mnist")
+    assert sorted(state.models) == ["fashion-mnist", "mnist"]  # README.md is not a model
+    assert state.lookup(None).model.name == "mnist"
+    mnist = state.lookup("mnist").model
     assert mnist.version == load_model(model_dir / "mnist.npz").version
     assert (mnist.input_shape, mnist.input_size, mnist.image_size) == ((28, 28), 784, (28, 28))
     assert mnist.num_classes == 10 and mnist.net.dtype == np.float32
 
 
 def test_per_model_constants(model_dir: Path) -> None:
-    fashion = load_registry(model_dir, "mnist").get("fashion-mnist")
+    fashion = load(model_dir, "mnist").lookup("fashion-mnist").model
     assert (fashion.input_shape, fashion.image_size) == ((784,), (28, 28))
     assert fashion.image_style == "fashion-mnist"  # from metadata dataset.name
     assert fashion.info["accepts_images"] is True
@@ -32,14 +43,14 @@ def test_per_model_constants(model_dir: Path) -> None:
 
 
 def test_predict_is_the_networks_forward_pass(model_dir: Path) -> None:
-    model = load_registry(model_dir, "mnist").default
+    model = load(model_dir, "mnist").lookup(None).model
     x = np.random.default_rng(0).random((3, 784), dtype=np.float32)
     np.testing.assert_array_equal(model.predict(x), model.net.predict(x))
 
 
 def test_unknown_model_is_a_404_listing_the_models(model_dir: Path) -> None:
     with pytest.raises(ModelNotFound) as info:
-        load_registry(model_dir, "mnist").get("digits")
+        load(model_dir, "mnist").lookup("digits")
     assert info.value.status == 404
     assert info.value.details == {"available": ["fashion-mnist", "mnist"]}
 
@@ -61,7 +72,7 @@ def test_image_size_follows_the_input_shape(
     save_model(
         tmp_path / "m.npz", TwoLayerNet(size, 4, 2), {"input_shape": input_shape, "class_names": ["a", "b"]}
     )
-    assert load_registry(tmp_path, "m").get("m").image_size == image_size
+    assert load(tmp_path, "m").lookup("m").model.image_size == image_size
 
 
 def _one_line(exc: pytest.ExceptionInfo[ModelLoadError]) -> str:
@@ -72,18 +83,18 @@ def _one_line(exc: pytest.ExceptionInfo[ModelLoadError]) -> str:
 
 def test_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError) as info:
-        load_registry(tmp_path / "nowhere", "mnist")
+        load(tmp_path / "nowhere", "mnist")
     assert _one_line(info) == f"MODEL_DIR {tmp_path / 'nowhere'}: no such directory"
 
 
 def test_directory_without_models(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="no .npz model files"):
-        load_registry(tmp_path, "mnist")
+        load(tmp_path, "mnist")
 
 
 def test_missing_default_model(model_dir: Path) -> None:
     with pytest.raises(ModelLoadError) as info:
-        load_registry(model_dir, "digits")
+        load(model_dir, "digits")
     assert "DEFAULT_MODEL 'digits' is not in" in _one_line(info)
     assert "found: fashion-mnist, mnist" in str(info.value)
 
@@ -105,7 +116,7 @@ def test_an_invalid_model_file_stops_loading_naming_the_file(
             {"input_shape": [784], "class_names": list("0123456789"), "image_preprocessing": "cifar"},
         )
     with pytest.raises(ModelLoadError) as info:
-        load_registry(tmp_path, "mnist")
+        load(tmp_path, "mnist")
     assert _one_line(info).startswith(str(bad))
 
 
@@ -135,58 +146,88 @@ def test_versioned_layout_beside_flat_files(tmp_path: Path, model_dir: Path) -> 
             "notes/model.npz": "mnist",  # a directory without version directories
         },
     )
-    registry = load_registry(tmp_path, "mnist")
-    assert sorted(registry.models) == ["fashion-mnist", "mnist"]
-    assert registry.versions("mnist") == ["1", "2", "10"]  # in numeric order
-    assert registry.default.version == "10"  # the newest serves by default
-    assert registry.get("mnist", "2").num_classes == 10 and registry.get("mnist", "2").info["dataset"] == {
-        "name": "fashion-mnist"
-    }
-    fashion = registry.get("fashion-mnist")
+    state = load(tmp_path, "mnist")
+    assert sorted(state.models) == ["fashion-mnist", "mnist"]
+    assert state.versions("mnist") == ["1", "2", "10"]  # in numeric order
+    assert state.lookup(None).model.version == "10"  # the newest serves by default
+    second = state.lookup("mnist", "2").model
+    assert second.num_classes == 10 and second.info["dataset"] == {"name": "fashion-mnist"}
+    fashion = state.lookup("fashion-mnist").model
     assert fashion.version == load_model(tmp_path / "fashion-mnist.npz").version  # flat: hash id
-    assert registry.versions("fashion-mnist") == [fashion.version]
+    assert state.versions("fashion-mnist") == [fashion.version]
     assert fashion.info["sha256"] == fashion.sha256 and fashion.sha256.startswith(fashion.version)
 
 
 def test_unknown_version_is_a_404_listing_the_versions(tmp_path: Path, model_dir: Path) -> None:
     _versioned(tmp_path, model_dir, {"mnist/1/model.npz": "mnist", "mnist/2/model.npz": "mnist"})
     with pytest.raises(VersionNotFound) as info:
-        load_registry(tmp_path, "mnist").get("mnist", "3")
+        load(tmp_path, "mnist").lookup("mnist", "3")
     assert (info.value.status, info.value.code) == (404, "version_not_found")
     assert info.value.details == {"available": ["1", "2"]}
     with pytest.raises(ModelNotFound, match="no model named 'digits'"):
-        load_registry(tmp_path, "mnist").versions("digits")
+        load(tmp_path, "mnist").versions("digits")
 
 
 def test_one_name_in_two_layouts_is_refused(tmp_path: Path, model_dir: Path) -> None:
     _versioned(tmp_path, model_dir, {"mnist/1/model.npz": "mnist", "mnist.npz": "mnist"})
     with pytest.raises(ModelLoadError) as info:
-        load_registry(tmp_path, "mnist")
+        load(tmp_path, "mnist")
     assert _one_line(info) == (
         f"{tmp_path / 'mnist'} and {tmp_path / 'mnist.npz'}: one model in two layouts; keep one"
     )
 
 
-def test_an_invalid_file_stops_loading_unless_failures_are_handled(tmp_path: Path, model_dir: Path) -> None:
+def test_an_invalid_file_stops_a_strict_load_and_is_skipped_otherwise(
+    tmp_path: Path, model_dir: Path
+) -> None:
     _versioned(
         tmp_path,
         model_dir,
         {"mnist/1/model.npz": "mnist", "mnist/2/model.npz": "corrupt", "fashion-mnist.npz": "fashion"},
     )
     with pytest.raises(ModelLoadError) as info:
-        load_registry(tmp_path, "mnist")
+        load(tmp_path, "mnist")
     assert _one_line(info).startswith(str(tmp_path / "mnist" / "2" / "model.npz"))
-    failures: list[tuple[ModelSource, ModelFormatError]] = []
-    registry = load_registry(tmp_path, "mnist", on_failure=lambda *f: failures.append(f))
-    assert registry.versions("mnist") == ["1"]  # another version is valid: skipped
-    assert [(s.name, s.version) for s, _ in failures] == [("mnist", "2")]
-    # a model other than the default with no valid file: not served, and said so
+    state = load(tmp_path, "mnist", strict=False)
+    assert state.versions("mnist") == ["1"]  # another version is valid: skipped
+    assert [(s.name, s.version) for s, _ in scan(tmp_path).failed] == [("mnist", "2")]
+    # a model other than the default with no valid file: not served
     (tmp_path / "fashion-mnist.npz").write_bytes(b"no longer a model")
-    failures.clear()
-    registry = load_registry(tmp_path, "mnist", on_failure=lambda *f: failures.append(f))
-    assert sorted(registry.models) == ["mnist"]
-    assert sorted((s.name, s.version) for s, _ in failures) == [("fashion-mnist", None), ("mnist", "2")]
+    state = load(tmp_path, "mnist", strict=False)
+    assert sorted(state.models) == ["mnist"]
+    assert sorted((s.name, s.version or "") for s, _ in scan(tmp_path).failed) == [
+        ("fashion-mnist", ""),
+        ("mnist", "2"),
+    ]
     # the default model with no valid file: nothing to serve by default, so it stops
     (tmp_path / "mnist" / "1" / "model.npz").write_bytes(b"no longer a model")
     with pytest.raises(ModelLoadError, match="mnist/1/model.npz"):
-        load_registry(tmp_path, "mnist", on_failure=lambda *f: None)
+        load(tmp_path, "mnist", strict=False)
+
+
+def test_a_scan_reads_only_what_changed_and_reports_it(tmp_path: Path, model_dir: Path) -> None:
+    _versioned(tmp_path, model_dir, {"mnist/1/model.npz": "mnist", "fashion-mnist.npz": "fashion"})
+    first = scan(tmp_path)
+    assert sorted(m.name for m in first.loaded) == ["fashion-mnist", "mnist"]
+    assert (first.failed, first.removed, first.error) == ([], [], None)
+    # nothing changed: nothing read, the same models
+    again = scan(tmp_path, first.files)
+    assert again.loaded == [] and again.files == first.files
+    # a new version, a corrupt one, a removed model
+    _versioned(tmp_path, model_dir, {"mnist/2/model.npz": "mnist", "mnist/3/model.npz": "corrupt"})
+    (tmp_path / "fashion-mnist.npz").unlink()
+    changed = scan(tmp_path, first.files)
+    assert [(m.name, m.version) for m in changed.loaded] == [("mnist", "2")]
+    assert [(s.name, s.version) for s, _ in changed.failed] == [("mnist", "3")]
+    assert [m.name for m in changed.removed] == ["fashion-mnist"]
+    assert {name: list(v) for name, v in changed.versions().items()} == {"mnist": ["1", "2"]}
+    # a failure already reported is not read again until the file changes
+    corrupt = tmp_path / "mnist" / "3" / "model.npz"
+    assert scan(tmp_path, changed.files, {corrupt: signature(corrupt)}).failed == []
+    corrupt.write_bytes(b"changed, still corrupt")
+    assert len(scan(tmp_path, changed.files, {corrupt: (0, 0, 0)}).failed) == 1
+
+
+def test_a_bad_directory_is_reported_not_raised(tmp_path: Path) -> None:
+    result = scan(tmp_path / "nowhere")
+    assert isinstance(result.error, ModelLoadError) and result.files == {}

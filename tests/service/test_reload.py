@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from service import create_app
 from service.reload import watcher
 from service.settings import Settings
-from service.views import EXTENSION
+from service.state import EXTENSION
 from training.fileio import atomic_write_bytes
 
 ONE_INPUT = {"inputs": [[0.0] * 784]}
@@ -65,9 +65,15 @@ def test_a_new_version_is_swapped_in_and_unchanged_models_are_kept(
     assert report["changed"] and report["loaded"] == [{"model": "mnist", "version": "2"}]
     after = live_app.extensions[EXTENSION]
     assert after.settings is before.settings
-    assert after.versions["mnist"]["1"] is before.versions["mnist"]["1"]  # not read again
-    assert after.endpoints["fashion-mnist"] is before.endpoints["fashion-mnist"]
-    assert after.openapi is before.openapi  # the same names: the same document
+    assert after.models["mnist"]["1"] is before.models["mnist"]["1"]  # not read again
+    assert after.serving()["fashion-mnist"] is before.serving()["fashion-mnist"]
+    assert after.openapi is not before.openapi  # a new version: the document lists it
+    assert (
+        "2"
+        in json.loads(after.openapi)["paths"]["/v1/models/{name}/versions/{version}"]["get"]["parameters"][1][
+            "schema"
+        ]["enum"]
+    )
     assert served(live_app) == "2"
     assert served(live_app, "/v1/models/mnist/versions/1/predict") == "1"
 
@@ -109,7 +115,7 @@ def test_removed_versions_and_models_stop_serving_but_the_default_stays(
     atomic_write_bytes(live / "mnist" / "2" / "model.npz", files["mnist"])
     atomic_write_bytes(live / "extra.npz", files["fashion"])
     watcher(live_app).reload()
-    assert sorted(live_app.extensions[EXTENSION].registry.models) == ["extra", "fashion-mnist", "mnist"]
+    assert sorted(live_app.extensions[EXTENSION].models) == ["extra", "fashion-mnist", "mnist"]
     spec = json.loads(live_app.extensions[EXTENSION].openapi)
     assert "extra" in spec["paths"]["/v1/models/{name}"]["get"]["parameters"][0]["schema"]["enum"]
     os.unlink(live / "extra.npz")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -263,14 +265,23 @@ def test_health_and_readiness(client: FlaskClient) -> None:
     assert ready == {"status": "ready", "default_model": "mnist", "models": ["fashion-mnist", "mnist"]}
 
 
-def test_openapi_and_docs_page(client: FlaskClient) -> None:
+def test_openapi_and_the_swagger_ui_page(client: FlaskClient) -> None:
     spec = client.get("/openapi.json").get_json()
     assert "/v1/models/{name}/predict" in spec["paths"]
-    page = client.get("/docs")
+    assert client.get("/docs").headers["Location"].endswith("/docs/")
+    page = client.get("/docs/")
     assert page.status_code == 200 and page.mimetype == "text/html"
     html = page.get_data(as_text=True)
-    assert 'fetch("openapi.json")' in html
     assert "http://" not in html and "https://" not in html  # no CDN: works offline
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert {"swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "swagger-ui.css"} <= set(assets)
+    for asset in assets:  # relative to /docs/: served by this server, also under a path prefix
+        answer = client.get("/docs/" + asset)
+        body = answer.data
+        answer.close()  # (a file's response holds the file open)
+        assert answer.status_code == 200 and body, asset
+    config = json.loads(re.search(r"var config = (\{.*?\});", html).group(1))
+    assert config["url"] == "../openapi.json" and config["persistAuthorization"] is True
 
 
 def test_bench_noop_is_off_unless_enabled(client: FlaskClient, settings) -> None:
@@ -281,3 +292,28 @@ def test_bench_noop_is_off_unless_enabled(client: FlaskClient, settings) -> None
     assert client.post("/_bench/noop", json={}).status_code == 404
     bench_client = create_app(replace(settings, bench_noop=True)).test_client()
     assert bench_client.post("/_bench/noop", json={}).get_json() == {"ok": True}
+
+
+def test_readiness_reads_the_state(settings) -> None:
+    """/readyz and the protocol's server-ready answer from the state the worker serves: a state
+    without the default model (which start-up and reloads never leave, so made here) is not
+    ready, while liveness still answers."""
+    from dataclasses import replace
+
+    from service import create_app
+    from service.state import EXTENSION
+
+    app = create_app(settings)
+    client = app.test_client()
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/v2/health/ready").get_json() == {"ready": True}
+    state = app.extensions[EXTENSION]
+    app.extensions[EXTENSION] = replace(
+        state, models={name: v for name, v in state.models.items() if name != state.default_name}
+    )
+    answer = client.get("/readyz")
+    assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "not_ready"
+    ready = client.get("/v2/health/ready")
+    assert (ready.status_code, ready.get_json()) == (400, {"ready": False})
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/v2/health/live").status_code == 200
