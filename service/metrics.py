@@ -53,7 +53,7 @@ from service.routes import route
 
 #: WSGI environ keys this module and the views fill in (gunicorn's access log reads them).
 REQUEST_ID = "service.request_id"
-MODEL = "service.model"  # the registry ``Model`` that answered, set by ``views.lookup``
+MODEL = "service.model"  # the ``Model`` that answered, set by ``service.state.lookup``
 REQUEST_ID_HEADER = "X-Request-ID"
 MAX_REQUEST_ID_LENGTH = 128
 #: Seconds; a forward pass takes well under a millisecond, an image upload a few.
