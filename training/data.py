@@ -1,4 +1,4 @@
-"""MNIST-format data: the IDX reader and writer, the named datasets, and where their files live.
+"""MNIST-format data: the named datasets and where their files live (IDX files: ``training.idx``).
 
 Data comes from a named place: a directory the user names, an installed dataset package, or a
 download from the official mirrors that is verified by SHA-256 before it is renamed into the
@@ -7,20 +7,15 @@ cache. Every file is format-checked on read; every problem raises an error namin
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.client
-import io
 import logging
-import math
 import os
 import re
-import struct
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,18 +26,11 @@ import platformdirs
 from numpy.typing import DTypeLike, NDArray
 from tqdm import tqdm
 
-from training.fileio import atomic_writer, read_bytes_checked
+from training.fileio import atomic_writer
+from training.idx import IDX_KINDS, DataError, IDXFormatError, parse_idx, read_idx_bytes
 
 log = logging.getLogger(__name__)
 
-#: IDX magic numbers: two zero bytes, the element type code, the number of dimensions.
-IDX_LABELS_MAGIC = 0x00000801
-IDX_IMAGES_MAGIC = 0x00000803
-#: The only element type MNIST-format files use: unsigned byte.
-IDX_UBYTE = 0x08
-_IDX_KINDS = {1: "labels", 3: "images"}
-#: A file (or its decompressed payload) larger than this is refused before it is parsed.
-MAX_IDX_BYTES = 512 * 1024 * 1024
 #: A download larger than this is abandoned (the biggest official file is about 26 MB).
 MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -50,7 +38,6 @@ DOWNLOAD_CHUNK_BYTES = 64 * 1024
 #: Mirror URLs must use one of these (not file://, ftp:// or anything else urllib would open).
 DOWNLOAD_SCHEMES = ("http", "https")
 _USER_AGENT = "digits-serving (+urllib)"
-_GZIP_MAGIC = b"\x1f\x8b"
 
 IMAGE_SHAPE = (28, 28)
 #: Pixels are divided by this to land in [0, 1].
@@ -69,117 +56,12 @@ ENV_MIRROR = "DIGITS_DATA_MIRROR"
 CACHE_APP_NAME = "digits-serving"
 
 
-class DataError(Exception):
-    """Base of every error this module raises on purpose; ``str(exc)`` is one line for the user."""
-
-
-class IDXFormatError(DataError, ValueError):
-    """A data file is missing, unreadable or not valid MNIST-format data; the message names it."""
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = str(path)
-        self.problem = problem
-
-
 class DownloadError(DataError, RuntimeError):
     """Every mirror failed for one file: unreachable, HTTP error, too large or SHA-256 mismatch."""
 
 
 class DatasetUnavailableError(DataError, RuntimeError):
     """No source could provide the dataset; the one-line message says what to do about it."""
-
-
-# --- IDX files -----------------------------------------------------------------------------
-def read_idx(path: str | os.PathLike[str]) -> NDArray[np.uint8]:
-    """IDX file (raw, or gzip if named ``.gz``) -> labels (N,) or images (N, R, C), uint8."""
-    path = Path(path)
-    _, payload = _read_idx_bytes(path)
-    return _parse_idx(path, payload)
-
-
-def write_idx(path: str | os.PathLike[str], array: NDArray) -> None:
-    """Labels (N,) or images (N, R, C) in 0..255 -> an IDX file, gzip if ``path`` ends in .gz.
-
-    Written atomically; gzip output has no name or time stamp, so equal arrays give equal bytes.
-    """
-    path = Path(path)
-    arr = np.asarray(array)
-    if arr.ndim not in _IDX_KINDS:
-        raise ValueError(f"{path}: IDX arrays must be labels (N,) or images (N, R, C), got shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        if arr.dtype.kind not in "iub" or (arr.size and (arr.min() < 0 or arr.max() > 255)):
-            raise ValueError(f"{path}: IDX data must be integers in [0, 255], got {arr.dtype}")
-        arr = arr.astype(np.uint8)
-    header = struct.pack(f">I{arr.ndim}I", (IDX_UBYTE << 8) | arr.ndim, *arr.shape)
-    payload = header + np.ascontiguousarray(arr).tobytes()
-    with atomic_writer(path) as fh:
-        if path.name.endswith(".gz"):
-            with gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz:
-                gz.write(payload)
-        else:
-            fh.write(payload)
-
-
-def _read_idx_bytes(path: Path) -> tuple[bytes, bytes]:
-    """The file's bytes as stored and its IDX payload (decompressed when the name ends in .gz)."""
-    raw = read_bytes_checked(path, MAX_IDX_BYTES, "an IDX file", IDXFormatError)
-    if not path.name.endswith(".gz"):
-        return raw, raw
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(raw), mode="rb") as gz:
-            payload = gz.read(MAX_IDX_BYTES + 1)
-    except (gzip.BadGzipFile, EOFError, zlib.error, OSError) as exc:
-        if isinstance(exc, EOFError):
-            raise IDXFormatError(path, "truncated gzip data (the stream ends early)") from None
-        raise IDXFormatError(path, f"corrupt gzip data ({exc})") from None
-    if len(payload) > MAX_IDX_BYTES:
-        raise IDXFormatError(path, f"decompresses to more than {MAX_IDX_BYTES} bytes")
-    return raw, payload
-
-
-def _parse_idx(path: Path, data: bytes) -> NDArray[np.uint8]:
-    if len(data) < 4:
-        raise IDXFormatError(path, f"too short for an IDX header ({len(data)} bytes)")
-    (magic,) = struct.unpack_from(">I", data)
-    type_code, ndim = (magic >> 8) & 0xFF, magic & 0xFF
-    if magic >> 16 != 0:
-        hint = "; it looks gzip-compressed, so name it .gz" if data[:2] == _GZIP_MAGIC else ""
-        raise IDXFormatError(
-            path,
-            f"not an IDX file: magic number 0x{magic:08x} (expected 0x{IDX_LABELS_MAGIC:08x} "
-            f"for labels or 0x{IDX_IMAGES_MAGIC:08x} for images){hint}",
-        )
-    if type_code != IDX_UBYTE:
-        raise IDXFormatError(
-            path,
-            f"unsupported IDX element type 0x{type_code:02x} (only unsigned bytes, 0x08, are read)",
-        )
-    if ndim not in _IDX_KINDS:
-        raise IDXFormatError(path, f"unsupported IDX rank {ndim} (expected 1 for labels or 3 for images)")
-    header_size = 4 + 4 * ndim
-    if len(data) < header_size:
-        raise IDXFormatError(
-            path, f"truncated header: {ndim} dimensions need {header_size} bytes, got {len(data)}"
-        )
-    dims = struct.unpack_from(f">{ndim}I", data, 4)
-    expected = math.prod(dims)  # Python ints: uint64 would wrap (2**22 * 2**21 * 2**21 == 0)
-    shape = "x".join(map(str, dims))
-    if expected > MAX_IDX_BYTES:
-        raise IDXFormatError(
-            path, f"header says {shape} ({expected} bytes), over the {MAX_IDX_BYTES} byte limit"
-        )
-    got = len(data) - header_size
-    if got < expected:
-        raise IDXFormatError(
-            path, f"truncated: header says {shape} ({expected} bytes) but only {got} bytes follow"
-        )
-    if got > expected:
-        raise IDXFormatError(
-            path, f"{got - expected} trailing bytes after the {expected} bytes that {shape} needs"
-        )
-    flat = np.frombuffer(data, dtype=np.uint8, count=expected, offset=header_size)
-    return flat.reshape(dims).copy()
 
 
 # --- Datasets ------------------------------------------------------------------------------
@@ -514,7 +396,7 @@ def _assemble(
     arrays = []
     files: dict[str, Mapping[str, str]] = {}
     for expected_name, path in zip(spec.file_names, paths, strict=True):
-        raw, payload = _read_idx_bytes(path)
+        raw, payload = read_idx_bytes(path)
         idx_digest = hashlib.sha256(payload).hexdigest()
         if check_idx_sha256:
             want = spec.idx_sha256.get(expected_name)
@@ -522,7 +404,7 @@ def _assemble(
                 raise IDXFormatError(
                     path, f"IDX data SHA-256 {idx_digest} does not match the official {want}"
                 )
-        arrays.append(_parse_idx(path, payload))
+        arrays.append(parse_idx(path, payload))
         files[path.name] = MappingProxyType(
             {
                 "path": str(path.resolve()),
@@ -550,9 +432,9 @@ def _check_split(
     images_path: Path, labels_path: Path, x: NDArray[np.uint8], t: NDArray[np.uint8], num_classes: int
 ) -> None:
     if x.ndim != 3:
-        raise IDXFormatError(images_path, f"expected images (rank 3), found {_IDX_KINDS[x.ndim]}")
+        raise IDXFormatError(images_path, f"expected images (rank 3), found {IDX_KINDS[x.ndim]}")
     if t.ndim != 1:
-        raise IDXFormatError(labels_path, f"expected labels (rank 1), found {_IDX_KINDS[t.ndim]}")
+        raise IDXFormatError(labels_path, f"expected labels (rank 1), found {IDX_KINDS[t.ndim]}")
     if x.shape[1:] != IMAGE_SHAPE:
         raise IDXFormatError(images_path, f"images are {x.shape[1]}x{x.shape[2]}, expected 28x28")
     if x.shape[0] == 0:
