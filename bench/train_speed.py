@@ -63,7 +63,7 @@ Arrays = tuple[NDArray[np.float32], NDArray[np.intp], NDArray[np.float32], NDArr
 
 def load_arrays(data_dir: str) -> Arrays:
     """MNIST from DIR -> x_train (N, 784) float32 in [0, 1], t_train (N,), x_test, t_test."""
-    from training.data import as_training_arrays, load_dataset
+    from training.datasets import as_training_arrays, load_dataset
 
     ds = load_dataset("mnist", data_dir, download=False, progress=False)
     return (

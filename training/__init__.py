@@ -1,6 +1,6 @@
 """The textbook math and TwoLayerNet: pure numpy.
 
-Files are touched only by ``idx``, ``data``, ``export``, ``checkpoint``, ``plots`` and ``cli``.
+Files are touched only by ``idx``, ``datasets``, ``export``, ``checkpoint``, ``plots`` and ``cli``.
 """
 
 from training.export import FORMAT_VERSION, ModelFile, ModelFormatError, load_model, save_model

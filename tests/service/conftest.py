@@ -19,7 +19,7 @@ from service_testkit import (
 from service import create_app
 from service.settings import Settings
 from training import TwoLayerNet, save_model
-from training.data import as_training_arrays
+from training.datasets import as_training_arrays
 from training.idx import read_idx
 
 

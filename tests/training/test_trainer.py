@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from training.data import as_training_arrays, load_dataset
+from training.datasets import as_training_arrays, load_dataset
 from training.trainer import (
     TrainConfig,
     evaluate,

@@ -1,17 +1,24 @@
+"""The dataset catalogue and its sources (training/datasets.py): --data-dir, the installed package,
+the cache, and downloads through pooch from a real HTTP server on loopback (real bytes, real
+SHA-256s). The IDX codec underneath is tested in test_idx.py."""
+
 import gzip
 import hashlib
 import http.server
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pooch
 import pytest
 
-from training.data import (
+from training.datasets import (
     DATASETS,
     PIXEL_PREPROCESSING,
     Dataset,
@@ -285,6 +292,7 @@ def test_corrupted_download_is_rejected_and_leaves_nothing(tmp_path, served):
         load_dataset(spec, cache_dir=cache, progress=False, mirrors=[base + "bad/"])
     message = str(info.value)
     assert "SHA-256 mismatch" in message and "\n" not in message
+    assert f"{base}bad/train-images-idx3-ubyte.gz: SHA-256 mismatch: got " in message
     assert cache_listing(cache) == []
 
 
@@ -307,6 +315,53 @@ def test_download_file_verifies_before_the_rename(tmp_path, served):
     )
     assert got == dest and sha256_of(dest) == spec.sha256["train-labels-idx1-ubyte.gz"]
     assert [p.name for p in dest.parent.iterdir()] == [dest.name]
+
+
+@pytest.mark.parametrize("first", ["missing", "bad", "closed port"])
+def test_a_failing_first_mirror_is_followed_by_the_second(tmp_path, served, closed_port_url, first):
+    """Not found, a wrong SHA-256, nobody listening: each sends every file to the next mirror."""
+    spec, base, log = served
+    cache = tmp_path / "cache"
+    first_url = closed_port_url if first == "closed port" else f"{base}{first}/"
+    ds = load_dataset(spec, cache_dir=cache, progress=False, mirrors=[first_url, base + "good/"])
+    assert ds.source == "download"
+    assert cache_listing(cache) == sorted(FILE_NAMES)
+    for name in FILE_NAMES:
+        assert sha256_of(cache / "tiny" / name) == spec.sha256[name]
+    tried = [path.split("/")[1] for _, path, _ in log]  # file by file: first mirror, then second
+    assert tried == ["good"] * 4 if first == "closed port" else [first, "good"] * 4
+
+
+def test_download_over_the_size_limit_is_abandoned(tmp_path, served):
+    spec, base, _ = served
+    name = "train-images-idx3-ubyte.gz"
+    original = tmp_path / "www" / "good" / name  # what the mirror serves
+    dest = tmp_path / "out" / name
+    url = base + "good/" + name
+    with pytest.raises(DownloadError) as info:
+        download_file([url], dest, spec.sha256[name], progress=False, max_bytes=1000)
+    assert str(info.value) == f"{name}: {url}: more than 1000 bytes; abandoned"
+    assert list(dest.parent.iterdir()) == []
+    download_file([url], dest, spec.sha256[name], progress=False, max_bytes=original.stat().st_size)
+    assert dest.read_bytes() == original.read_bytes()
+
+
+def test_downloads_print_nothing_without_a_progress_bar(tmp_path, served):
+    """pooch logs each download to stderr by default; downloads stay as quiet as they were."""
+    spec, base, _ = served
+    name = "train-labels-idx1-ubyte.gz"
+    dest = tmp_path / "out" / name
+    code = (
+        "from training.datasets import download_file; "
+        f"download_file([{base + 'good/' + name!r}], {str(dest)!r}, {spec.sha256[name]!r}, progress=False)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert sha256_of(dest) == spec.sha256[name]
+
+    level = pooch.get_logger().level
+    download_file([base + "good/" + name], dest, spec.sha256[name], progress=False)
+    assert pooch.get_logger().level == level  # put back as it was
 
 
 def test_404_mirror_falls_through_to_the_next(tmp_path, served):
@@ -349,6 +404,18 @@ def test_corrupted_cache_file_is_replaced(tmp_path, served):
     assert (
         sha256_of(cache / "tiny" / "train-images-idx3-ubyte.gz") == spec.sha256["train-images-idx3-ubyte.gz"]
     )
+
+
+def test_corrupted_cache_file_is_reported_and_removed_when_downloads_are_off(tmp_path, served, caplog):
+    spec, _, log = served
+    cache = tmp_path / "cache"
+    load_dataset(spec, cache_dir=cache, progress=False)
+    corrupt = cache / "tiny" / "t10k-labels-idx1-ubyte.gz"
+    corrupt.write_bytes(corrupt.read_bytes()[:-1])
+    with pytest.raises(DatasetUnavailableError, match="downloading is off"):
+        load_dataset(spec, cache_dir=cache, download=False)
+    assert f"{corrupt}: SHA-256 does not match" in caplog.text
+    assert not corrupt.exists() and len(log) == 4
 
 
 def test_environment_variables_choose_cache_and_mirror(tmp_path, served, monkeypatch):
