@@ -75,7 +75,7 @@ def load_arrays(data_dir: str) -> Arrays:
 
 
 class NumpyTrainer:
-    """This package: ``train_epoch`` on a ``TrainState``, exactly as ``python -m training`` does."""
+    """This package: ``train_epoch`` on a ``TrainState``, as ``trainer.run`` does for ``train``."""
 
     def __init__(self, seed: int) -> None:
         from training.trainer import TrainConfig, init_state, train_epoch
