@@ -206,7 +206,7 @@ def _train(args: argparse.Namespace) -> int:
         _require_matplotlib()
 
     ds = _load_dataset(args.dataset, args, progress=not args.no_progress)
-    data = _training_data(ds, np.dtype(config.dtype))
+    data = _train_data(ds, np.dtype(config.dtype))
     data_id = {"name": ds.name, "sha256": {name: f["sha256"] for name, f in sorted(ds.files.items())}}
     resume_from = None
     if args.resume is not None:
@@ -277,7 +277,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
-def _training_data(ds: Dataset, dtype: np.dtype) -> TrainData:
+def _train_data(ds: Dataset, dtype: np.dtype) -> TrainData:
     """Pixels (N, 28, 28) uint8 -> (N, 784) floats in [0, 1]; labels -> intp, for indexing."""
     return TrainData(
         x_train=as_training_arrays(ds.x_train, dtype),
