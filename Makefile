@@ -19,7 +19,7 @@ test: $(STAMP)   ## run the whole test suite
 	$(BIN)/python -m pytest
 
 test-long: $(STAMP)  ## property tests with 10x the examples from a random seed (~2 min)
-	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q tests/training/test_data_properties.py \
+	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q tests/training/test_idx_properties.py \
 	    tests/training/test_export_properties.py tests/service/test_images_properties.py \
 	    tests/service/test_requests_properties.py
 

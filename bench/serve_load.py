@@ -194,7 +194,7 @@ def _digits() -> np.ndarray:
     """(BATCH, 28, 28) uint8 real digits from the test sample, or blobs if it is missing."""
     if SAMPLE.is_file():
         sys.path.insert(0, str(REPO))
-        from training.data import read_idx
+        from training.idx import read_idx
 
         return read_idx(SAMPLE)[:BATCH]
     rng = np.random.default_rng(0)

@@ -63,7 +63,7 @@ Arrays = tuple[NDArray[np.float32], NDArray[np.intp], NDArray[np.float32], NDArr
 
 def load_arrays(data_dir: str) -> Arrays:
     """MNIST from DIR -> x_train (N, 784) float32 in [0, 1], t_train (N,), x_test, t_test."""
-    from training.data import as_training_arrays, load_dataset
+    from training.datasets import as_training_arrays, load_dataset
 
     ds = load_dataset("mnist", data_dir, download=False, progress=False)
     return (
@@ -75,7 +75,7 @@ def load_arrays(data_dir: str) -> Arrays:
 
 
 class NumpyTrainer:
-    """This package: ``train_epoch`` on a ``TrainState``, exactly as ``python -m training`` does."""
+    """This package: ``train_epoch`` on a ``TrainState``, as ``trainer.run`` does for ``train``."""
 
     def __init__(self, seed: int) -> None:
         from training.trainer import TrainConfig, init_state, train_epoch

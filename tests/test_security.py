@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from training.data import DownloadError, download_file
+from training.datasets import DownloadError, download_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ["training", "service"]
@@ -42,7 +42,8 @@ def test_bandit_finds_no_medium_or_high_severity_issue() -> None:
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.org/x.gz", "data:,abc"])
 def test_downloads_refuse_schemes_other_than_http(tmp_path: Path, url: str) -> None:
-    """The fix behind bandit's B310 (urlopen opens file:// and more): only http(s) mirrors."""
+    """The fix behind bandit's B310 (urlopen opened file:// and more), kept now that pooch
+    downloads (it would fetch ftp://, sftp:// and doi: URLs): only http(s) mirrors."""
     with pytest.raises(DownloadError, match="only http and https URLs"):
         download_file([url], tmp_path / "x.gz", "0" * 64, progress=False)
     assert list(tmp_path.iterdir()) == []

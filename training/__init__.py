@@ -1,4 +1,7 @@
-"""The textbook math and TwoLayerNet: pure numpy, no I/O outside ``data``, ``export`` and ``cli``."""
+"""The textbook math and TwoLayerNet: pure numpy.
+
+Files are touched only by ``idx``, ``datasets``, ``export``, ``checkpoint``, ``plots`` and ``cli``.
+"""
 
 from training.export import FORMAT_VERSION, ModelFile, ModelFormatError, load_model, save_model
 from training.functions import (

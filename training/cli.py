@@ -11,7 +11,6 @@ import argparse
 import json
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -20,7 +19,14 @@ from typing import Any
 import numpy as np
 
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from training.data import DATASETS, PIXEL_PREPROCESSING, DataError, as_training_arrays, load_dataset
+from training.datasets import (
+    DATASETS,
+    PIXEL_PREPROCESSING,
+    DataError,
+    Dataset,
+    as_training_arrays,
+    load_dataset,
+)
 from training.export import ModelFormatError, load_model, save_model
 from training.fileio import atomic_write_bytes
 from training.nets import LOSSES, WEIGHT_INITS, TwoLayerNet, gradient_relative_errors
@@ -28,12 +34,14 @@ from training.trainer import (
     DTYPES,
     SAMPLINGS,
     SCHEDULES,
+    Callbacks,
+    EpochRecord,
     TrainConfig,
+    TrainData,
     TrainState,
     evaluate,
-    init_state,
+    run,
     steps_per_epoch,
-    train_epoch,
 )
 
 #: Relative error (||a - n|| / (||a|| + ||n||)) below which analytic and numerical gradients agree.
@@ -135,6 +143,13 @@ def _add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = "mn
     p.add_argument("--no-download", action="store_true", help="never download")
 
 
+def _load_dataset(name: str, args: argparse.Namespace, *, progress: bool) -> Dataset:
+    """The dataset from ``--data-dir``, the package, the cache or a download (``--no-download``)."""
+    # bandit's B615 takes every `datasets.load_dataset` for Hugging Face's, which can fetch an
+    # unpinned revision; ours reads named files and checks every download against a fixed SHA-256
+    return load_dataset(name, args.data_dir, download=not args.no_download, progress=progress)  # nosec B615
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -182,7 +197,73 @@ class _StopFlag:
 
 
 def _train(args: argparse.Namespace) -> int:
-    config = TrainConfig(
+    """Options -> config -> data -> ``run`` with the hooks below -> model, history and plot."""
+    config = _train_config(args)
+    output: Path = args.output or Path(f"{args.dataset}.npz")
+    history_path: Path = args.history or output.with_suffix(".history.json")
+    checkpoint_path = args.resume if isinstance(args.resume, Path) else output.with_suffix(".ckpt")
+    if args.plot is not None:
+        _require_matplotlib()
+
+    ds = _load_dataset(args.dataset, args, progress=not args.no_progress)
+    data = _train_data(ds, np.dtype(config.dtype))
+    data_id = {"name": ds.name, "sha256": {name: f["sha256"] for name, f in sorted(ds.files.items())}}
+    resume_from = None
+    if args.resume is not None:
+        resume_from = load_checkpoint(checkpoint_path, config, data_id)
+        print(f"resuming {checkpoint_path} at epoch {resume_from.epoch + 1}, step {resume_from.step}")
+    per_epoch = steps_per_epoch(data.x_train.shape[0], config)
+    print(
+        f"training {ds.name}: {data.x_train.shape[0]} train / {data.x_test.shape[0]} test images, "
+        f"784-{config.hidden_size}-{data.num_classes}, {per_epoch} steps per epoch"
+    )
+
+    progress = _EpochProgress(config.epochs, per_epoch, enabled=not args.no_progress)
+
+    def print_epoch(record: EpochRecord) -> None:
+        print(
+            f"epoch {record['epoch']:>3}/{config.epochs}  "
+            f"train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f}  "
+            f"test loss {record['test_loss']:.4f} acc {record['test_accuracy']:.4f}  "
+            f"({record['seconds']:.1f}s)",
+            flush=True,
+        )
+
+    def save_state(state: TrainState) -> None:
+        save_checkpoint(checkpoint_path, state, config, data_id)
+
+    with _StopFlag() as stop:
+        callbacks = Callbacks(
+            on_epoch_start=progress.start,
+            on_step=progress.step,
+            should_stop=stop,
+            on_epoch_end=progress.close,
+            on_epoch=print_epoch,
+            on_checkpoint=save_state,
+        )
+        result = run(config, data, callbacks, resume_from=resume_from)
+    state = result.state
+    if result.stopped:
+        print(
+            f"interrupted at epoch {state.epoch + 1}, step {state.step}/{per_epoch}; "
+            f"checkpoint saved to {checkpoint_path}; continue with the same command plus --resume",
+            file=sys.stderr,
+        )
+        return 128 + (stop.signum or signal.SIGINT)
+
+    _export(output, history_path, ds, config, state)
+    checkpoint_path.unlink(missing_ok=True)
+    print(f"wrote {output} (test accuracy {state.history[-1]['test_accuracy']:.4f}) and {history_path}")
+    if args.plot is not None:
+        from training.plots import plot_learning_curve
+
+        plot_learning_curve(state.history, args.plot, title=f"{ds.name}: {config.hidden_size} hidden")
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
         hidden_size=args.hidden_size,
         learning_rate=args.learning_rate,
         batch_size=args.batch_size,
@@ -194,59 +275,56 @@ def _train(args: argparse.Namespace) -> int:
         sampling=args.sampling,
         lr_schedule=args.lr_schedule,
     )
-    output: Path = args.output or Path(f"{args.dataset}.npz")
-    history_path: Path = args.history or output.with_suffix(".history.json")
-    checkpoint_path = output.with_suffix(".ckpt")
-    if isinstance(args.resume, Path):
-        checkpoint_path = args.resume
-    if args.plot is not None:
-        _require_matplotlib()
 
-    ds = load_dataset(
-        args.dataset, args.data_dir, download=not args.no_download, progress=not args.no_progress
-    )
-    dtype = np.dtype(config.dtype)
-    x_train, t_train = as_training_arrays(ds.x_train, dtype), ds.t_train.astype(np.intp)
-    x_test, t_test = as_training_arrays(ds.x_test, dtype), ds.t_test.astype(np.intp)
-    data_id = {"name": ds.name, "sha256": {name: f["sha256"] for name, f in sorted(ds.files.items())}}
 
-    if args.resume is not None:
-        state = load_checkpoint(checkpoint_path, config, data_id)
-        print(f"resuming {checkpoint_path} at epoch {state.epoch + 1}, step {state.step}")
-    else:
-        state = init_state(config, x_train.shape[1], len(ds.class_names))
-    per_epoch = steps_per_epoch(x_train.shape[0], config)
-    print(
-        f"training {ds.name}: {x_train.shape[0]} train / {x_test.shape[0]} test images, "
-        f"784-{config.hidden_size}-{len(ds.class_names)}, {per_epoch} steps per epoch"
+def _train_data(ds: Dataset, dtype: np.dtype) -> TrainData:
+    """Pixels (N, 28, 28) uint8 -> (N, 784) floats in [0, 1]; labels -> intp, for indexing."""
+    return TrainData(
+        x_train=as_training_arrays(ds.x_train, dtype),
+        t_train=ds.t_train.astype(np.intp),
+        x_test=as_training_arrays(ds.x_test, dtype),
+        t_test=ds.t_test.astype(np.intp),
+        num_classes=len(ds.class_names),
     )
 
-    with _StopFlag() as stop:
-        while state.epoch < config.epochs:
-            started = time.perf_counter()
-            done = _run_epoch(state, config, x_train, t_train, stop, per_epoch, args.no_progress)
-            state.seconds += time.perf_counter() - started
-            if not done:
-                save_checkpoint(checkpoint_path, state, config, data_id)
-                print(
-                    f"interrupted at epoch {state.epoch + 1}, step {state.step}/{per_epoch}; "
-                    f"checkpoint saved to {checkpoint_path}; continue with the same command "
-                    "plus --resume",
-                    file=sys.stderr,
-                )
-                return 128 + (stop.signum or signal.SIGINT)
-            record = _epoch_record(state, config, x_train, t_train, x_test, t_test)
-            state.history.append(record)
-            print(
-                f"epoch {record['epoch']:>3}/{config.epochs}  "
-                f"train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f}  "
-                f"test loss {record['test_loss']:.4f} acc {record['test_accuracy']:.4f}  "
-                f"({record['seconds']:.1f}s)",
-                flush=True,
-            )
-            if state.epoch < config.epochs:
-                save_checkpoint(checkpoint_path, state, config, data_id)
 
+class _EpochProgress:
+    """A progress bar per epoch on stderr, showing the mean loss of the last PROGRESS_EVERY steps."""
+
+    def __init__(self, epochs: int, per_epoch: int, *, enabled: bool) -> None:
+        self.epochs = epochs
+        self.per_epoch = per_epoch
+        self.enabled = enabled
+        self._bar: Any = None
+        self._losses: list[float] = []
+
+    def start(self, epoch: int, step: int) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=self.per_epoch,
+            initial=step,
+            desc=f"epoch {epoch}/{self.epochs}",
+            unit="batch",
+            leave=False,
+            disable=None if self.enabled else True,  # None: shown on a terminal only
+            file=sys.stderr,
+        )
+        self._losses.clear()
+
+    def step(self, step: int, loss: float) -> None:
+        self._losses.append(loss)
+        if step % PROGRESS_EVERY == 0 or step == self.per_epoch:
+            self._bar.set_postfix(loss=f"{sum(self._losses) / len(self._losses):.4f}", refresh=False)
+            self._bar.update(len(self._losses))
+            self._losses.clear()
+
+    def close(self, epoch: int) -> None:
+        self._bar.close()
+
+
+def _export(output: Path, history_path: Path, ds: Dataset, config: TrainConfig, state: TrainState) -> None:
+    """The model (weights + metadata) and its per-epoch history, each written atomically."""
     final = state.history[-1]
     metadata = {
         "input_shape": list(ds.x_train.shape[1:]),
@@ -268,69 +346,6 @@ def _train(args: argparse.Namespace) -> int:
             {"config": config.to_dict(), "dataset": ds.name, "epochs": state.history}, indent=2
         ).encode(),
     )
-    checkpoint_path.unlink(missing_ok=True)
-    print(f"wrote {output} (test accuracy {final['test_accuracy']:.4f}) and {history_path}")
-    if args.plot is not None:
-        from training.plots import plot_learning_curve
-
-        plot_learning_curve(state.history, args.plot, title=f"{ds.name}: {config.hidden_size} hidden")
-        print(f"wrote {args.plot}")
-    return 0
-
-
-def _run_epoch(
-    state: TrainState,
-    config: TrainConfig,
-    x: np.ndarray,
-    t: np.ndarray,
-    stop: _StopFlag,
-    per_epoch: int,
-    no_progress: bool,
-) -> bool:
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=per_epoch,
-        initial=state.step,
-        desc=f"epoch {state.epoch + 1}/{config.epochs}",
-        unit="batch",
-        leave=False,
-        disable=True if no_progress else None,
-        file=sys.stderr,
-    )
-    smoothed: list[float] = []
-
-    def on_step(step: int, loss: float) -> None:
-        smoothed.append(loss)
-        if step % PROGRESS_EVERY == 0 or step == per_epoch:
-            bar.set_postfix(loss=f"{sum(smoothed) / len(smoothed):.4f}", refresh=False)
-            bar.update(len(smoothed))
-            smoothed.clear()
-
-    try:
-        return train_epoch(state, config, x, t, on_step=on_step, should_stop=stop)
-    finally:
-        bar.close()
-
-
-def _epoch_record(
-    state: TrainState,
-    config: TrainConfig,
-    x_train: np.ndarray,
-    t_train: np.ndarray,
-    x_test: np.ndarray,
-    t_test: np.ndarray,
-) -> dict[str, float]:
-    train = evaluate(state.net, x_train, t_train)
-    test = evaluate(state.net, x_test, t_test)
-    return {
-        "epoch": state.epoch,
-        "train_loss": train["loss"],
-        "train_accuracy": train["accuracy"],
-        "test_loss": test["loss"],
-        "test_accuracy": test["accuracy"],
-        "seconds": round(state.seconds, 3),
-    }
 
 
 def _require_matplotlib() -> None:
@@ -348,7 +363,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{args.model}: the model names no known dataset; pass --dataset ({', '.join(sorted(DATASETS))})"
         )
-    ds = load_dataset(name, args.data_dir, download=not args.no_download, progress=False)
+    ds = _load_dataset(name, args, progress=False)
     images, labels = (ds.x_test, ds.t_test) if args.split == "test" else (ds.x_train, ds.t_train)
     net = model.network()
     x = as_training_arrays(images, net.dtype)

@@ -1,14 +1,18 @@
-"""Mini-batch SGD for TwoLayerNet: config, schedule, the epoch loop, and resumable state.
+"""Mini-batch SGD for TwoLayerNet: config, schedule, the training loop, and resumable state.
 
-Pure: no printing or file I/O here (the CLI does both). Randomness comes only from the
-``np.random.Generator`` seeded by ``TrainConfig.seed``, so the same seed, data and config give
-bit-identical weights, and a run resumed from a ``TrainState`` matches an uninterrupted one.
+``run(config, data, callbacks)`` is the whole loop: it starts a net (or continues a saved
+state), runs the epochs, evaluates after each and records the history. Pure: no printing or
+file I/O here; progress, output and checkpoint files are the caller's, through ``Callbacks``.
+Randomness comes only from the ``np.random.Generator`` seeded by ``TrainConfig.seed``, so the
+same seed, data and config give bit-identical weights, and a run resumed from a ``TrainState``
+matches an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -137,7 +141,7 @@ class TrainState:
     epoch: int = 0  # completed epochs
     step: int = 0  # completed steps inside the current epoch
     order: NDArray[np.intp] | None = None  # this epoch's permutation (shuffle sampling)
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)  # one EpochRecord per epoch
     seconds: float = 0.0  # training time spent so far, across resumes
 
 
@@ -154,6 +158,133 @@ def init_state(config: TrainConfig, input_size: int, output_size: int) -> TrainS
         loss_name=config.loss,  # type: ignore[arg-type]
     )
     return TrainState(net=net, rng=rng)
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """The arrays ``run`` trains and evaluates on.
+
+    x_train (N, D) and x_test (M, D) floats (the config's dtype), t_train (N,) and t_test (M,)
+    integer labels in [0, num_classes).
+    """
+
+    x_train: NDArray[np.floating]
+    t_train: NDArray[np.integer]
+    x_test: NDArray[np.floating]
+    t_test: NDArray[np.integer]
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        for split, x, t in (("train", self.x_train, self.t_train), ("test", self.x_test, self.t_test)):
+            if x.ndim != 2 or t.ndim != 1 or x.shape[0] != t.shape[0] or x.shape[0] == 0:
+                raise ValueError(
+                    f"{split} data must be x (N, D) and t (N,) with N >= 1, got {x.shape} and {t.shape}"
+                )
+        if self.x_train.shape[1] != self.x_test.shape[1]:
+            raise ValueError(
+                f"train and test inputs differ: {self.x_train.shape[1]} vs {self.x_test.shape[1]}"
+            )
+
+
+#: One epoch's line of the history: epoch (completed epochs, 1-based), train/test loss and
+#: accuracy, and the training seconds spent so far.
+EpochRecord = dict[str, float]
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    """The hooks ``run`` calls, each optional (None: nothing to do). In the order they happen:
+
+    - ``on_epoch_start(epoch, step)``: epoch ``epoch`` (1-based) begins, at ``step`` when resumed;
+    - ``on_step(step, loss)``: after every SGD update: steps done in this epoch, the batch's loss;
+    - ``should_stop()``: after every step; True ends the run after that step, resumable;
+    - ``on_epoch_end(epoch)``: the epoch's steps are over (done or stopped), before evaluation;
+    - ``on_epoch(record)``: the epoch's ``EpochRecord``, just appended to ``state.history``;
+    - ``on_checkpoint(state)``: a state to keep for resuming: after every epoch but the last,
+      and when the run stops early.
+    """
+
+    on_epoch_start: Callable[[int, int], None] | None = None
+    on_step: Callable[[int, float], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    on_epoch_end: Callable[[int], None] | None = None
+    on_epoch: Callable[[EpochRecord], None] | None = None
+    on_checkpoint: Callable[[TrainState], None] | None = None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where ``run`` ended: the state (net, history, ...) and whether ``should_stop`` cut it short."""
+
+    state: TrainState
+    stopped: bool
+
+    @property
+    def history(self) -> list[EpochRecord]:
+        return self.state.history
+
+
+def run(
+    config: TrainConfig,
+    data: TrainData,
+    callbacks: Callbacks | None = None,
+    resume_from: TrainState | None = None,
+) -> TrainResult:
+    """Train for ``config.epochs`` epochs on ``data``; the hooks in ``callbacks`` see it happen.
+
+    A fresh net comes from ``init_state(config, D, data.num_classes)``; ``resume_from`` (a state
+    ``on_checkpoint`` was given, perhaps saved and loaded since) continues where it stopped and
+    ends with the weights an uninterrupted run ends with. Each epoch runs its SGD steps
+    (``train_epoch``), then evaluates the net on both splits into an ``EpochRecord``.
+    """
+    cb = callbacks or Callbacks()
+    input_size, output_size = data.x_train.shape[1], data.num_classes
+    if resume_from is None:
+        state = init_state(config, input_size, output_size)
+    else:
+        state = resume_from
+        if (state.net.input_size, state.net.output_size) != (input_size, output_size):
+            raise ValueError(
+                f"the state's net maps {state.net.input_size} inputs to {state.net.output_size} classes, "
+                f"but the data has {input_size} inputs and {output_size} classes"
+            )
+    while state.epoch < config.epochs:
+        epoch = state.epoch + 1
+        if cb.on_epoch_start is not None:
+            cb.on_epoch_start(epoch, state.step)
+        started = time.perf_counter()
+        try:
+            done = train_epoch(
+                state, config, data.x_train, data.t_train, on_step=cb.on_step, should_stop=cb.should_stop
+            )
+        finally:
+            state.seconds += time.perf_counter() - started
+            if cb.on_epoch_end is not None:
+                cb.on_epoch_end(epoch)
+        if not done:
+            if cb.on_checkpoint is not None:
+                cb.on_checkpoint(state)
+            return TrainResult(state, stopped=True)
+        record = _epoch_record(state, data)
+        state.history.append(record)
+        if cb.on_epoch is not None:
+            cb.on_epoch(record)
+        if state.epoch < config.epochs and cb.on_checkpoint is not None:
+            cb.on_checkpoint(state)
+    return TrainResult(state, stopped=False)
+
+
+def _epoch_record(state: TrainState, data: TrainData) -> EpochRecord:
+    train = evaluate(state.net, data.x_train, data.t_train)
+    test = evaluate(state.net, data.x_test, data.t_test)
+    return {
+        "epoch": state.epoch,
+        "train_loss": train["loss"],
+        "train_accuracy": train["accuracy"],
+        "test_loss": test["loss"],
+        "test_accuracy": test["accuracy"],
+        "seconds": round(state.seconds, 3),
+    }
 
 
 def train_epoch(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from training.data import read_idx, write_idx  # noqa: E402
+from training.idx import read_idx, write_idx  # noqa: E402
 
 SAMPLE_SIZE = 1000
 DEFAULT_OUT = Path(__file__).resolve().parent / "mnist-sample"

@@ -19,7 +19,8 @@ from service_testkit import (
 from service import create_app
 from service.settings import Settings
 from training import TwoLayerNet, save_model
-from training.data import as_training_arrays, read_idx
+from training.datasets import as_training_arrays
+from training.idx import read_idx
 
 
 @pytest.fixture(scope="session")

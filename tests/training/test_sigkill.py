@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from training import TwoLayerNet, load_model, save_model
-from training.data import DATASETS
+from training.datasets import DATASETS
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ["--hidden-size", "16", "--batch-size", "50", "--epochs", "2", "--no-progress"]

@@ -1,6 +1,6 @@
 """Property tests for the IDX reader: any bytes give an array or ``IDXFormatError``, never more.
 
-``test_data.py`` has the example-based tests; here Hypothesis writes arbitrary bytes, raw and
+``test_idx.py`` has the example-based tests; here Hypothesis writes arbitrary bytes, raw and
 gzip, and well-formed headers with arbitrary dimensions over payloads of the wrong length.
 """
 
@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis_profiles import examples
 
-from training.data import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, MAX_IDX_BYTES, IDXFormatError, read_idx
+from training.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, MAX_IDX_BYTES, IDXFormatError, read_idx
 
 
 @pytest.fixture(scope="module")

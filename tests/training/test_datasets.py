@@ -1,33 +1,35 @@
+"""The dataset catalogue and its sources (training/datasets.py): --data-dir, the installed package,
+the cache, and downloads through pooch from a real HTTP server on loopback (real bytes, real
+SHA-256s). The IDX codec underneath is tested in test_idx.py."""
+
 import gzip
 import hashlib
 import http.server
 import json
 import os
 import socket
-import struct
+import subprocess
+import sys
 import threading
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pooch
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from training.data import (
+from training.datasets import (
     DATASETS,
     PIXEL_PREPROCESSING,
     Dataset,
     DatasetSpec,
     DatasetUnavailableError,
     DownloadError,
-    IDXFormatError,
     as_training_arrays,
     download_file,
     load_dataset,
-    read_idx,
-    write_idx,
 )
+from training.idx import IDXFormatError, read_idx, write_idx
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "mnist-sample"
 FILE_NAMES = (
@@ -37,10 +39,6 @@ FILE_NAMES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 DIGITS = tuple(str(d) for d in range(10))
-
-
-def idx_bytes(magic: int, dims: tuple[int, ...], payload: bytes) -> bytes:
-    return struct.pack(f">I{len(dims)}I", magic, *dims) + payload
 
 
 def sha256_of(path: Path) -> str:
@@ -61,139 +59,7 @@ def write_tiny_dataset(directory: Path, n_train: int = 6, n_test: int = 4, seed:
     return {name: sha256_of(directory / name) for name in FILE_NAMES}
 
 
-# --- IDX reading and writing -----------------------------------------------------------------
-@pytest.mark.parametrize("suffix", ["", ".gz"])
-def test_write_then_read_round_trips(tmp_path, suffix):
-    rng = np.random.default_rng(1)
-    images = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
-    labels = np.array([0, 9, 3, 3, 1], dtype=np.uint8)
-    write_idx(tmp_path / f"images{suffix}", images)
-    write_idx(tmp_path / f"labels{suffix}", labels)
-    np.testing.assert_array_equal(read_idx(tmp_path / f"images{suffix}"), images)
-    np.testing.assert_array_equal(read_idx(tmp_path / f"labels{suffix}"), labels)
-    assert read_idx(tmp_path / f"labels{suffix}").dtype == np.uint8
-
-
-def test_write_idx_layout_and_reproducible_gzip(tmp_path):
-    labels = np.array([7, 2, 1], dtype=np.uint8)
-    write_idx(tmp_path / "labels", labels)
-    assert (tmp_path / "labels").read_bytes() == b"\x00\x00\x08\x01\x00\x00\x00\x03\x07\x02\x01"
-    write_idx(tmp_path / "a.gz", labels)
-    write_idx(tmp_path / "b.gz", labels)
-    assert (tmp_path / "a.gz").read_bytes() == (tmp_path / "b.gz").read_bytes()
-    assert gzip.decompress((tmp_path / "a.gz").read_bytes()) == (tmp_path / "labels").read_bytes()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gz", "b.gz", "labels"]
-
-
-@pytest.mark.parametrize("bad", [np.zeros((2, 3), np.uint8), np.array([256]), np.array([0.5])])
-def test_write_idx_refuses_what_idx_ubyte_cannot_hold(tmp_path, bad):
-    with pytest.raises(ValueError, match="IDX"):
-        write_idx(tmp_path / "x", bad)
-    assert not (tmp_path / "x").exists()
-
-
-IMAGES_3 = idx_bytes(0x0803, (3, 28, 28), bytes(3 * 784))
-
-
-@pytest.mark.parametrize(
-    ("content", "problem"),
-    [
-        (b"", "too short for an IDX header (0 bytes)"),
-        (b"\x12\x34\x08\x03" + bytes(12), "not an IDX file: magic number 0x12340803"),
-        (idx_bytes(0x0D03, (1, 2, 2), bytes(16)), "unsupported IDX element type 0x0d"),
-        (idx_bytes(0x0802, (2, 2), bytes(4)), "unsupported IDX rank 2 (expected 1 for labels or 3"),
-        (b"\x00\x00\x08\x03\x00\x00\x00\x03", "truncated header: 3 dimensions need 16 bytes, got 8"),
-        (IMAGES_3[: 16 + 1000], "truncated: header says 3x28x28 (2352 bytes) but only 1000 bytes follow"),
-        (IMAGES_3 + b"extra", "5 trailing bytes after the 2352 bytes that 3x28x28 needs"),
-        (gzip.compress(IMAGES_3), "it looks gzip-compressed, so name it .gz"),
-    ],
-    ids=["empty", "magic", "type", "rank", "header", "truncated", "trailing", "gzip-unnamed"],
-)
-def test_read_idx_names_the_file_and_the_problem(tmp_path, content, problem):
-    path = tmp_path / "train-images-idx3-ubyte"
-    path.write_bytes(content)
-    with pytest.raises(IDXFormatError) as info:
-        read_idx(path)
-    assert str(info.value).startswith(f"{path}: ")
-    assert problem in str(info.value)
-    assert info.value.path == str(path)
-
-
-@pytest.mark.parametrize(
-    ("content", "problem"),
-    [
-        (gzip.compress(IMAGES_3)[:-20], "truncated gzip data"),
-        (b"not gzip at all", "corrupt gzip data"),
-        # a flipped byte inside the deflate stream or CRC: zlib.error or BadGzipFile
-        (lambda gz: gz[:40] + bytes([gz[40] ^ 0xFF]) + gz[41:], "corrupt gzip data"),
-        (lambda gz: gz[:-8] + bytes([gz[-8] ^ 0x01]) + gz[-7:], "corrupt gzip data"),
-        (gzip.compress(IMAGES_3[:-1]), "truncated: header says 3x28x28 (2352 bytes) but only 2351"),
-    ],
-    ids=["cut-short", "not-gzip", "flipped-data", "flipped-crc", "truncated-payload"],
-)
-def test_read_idx_rejects_corrupt_gzip(tmp_path, content, problem):
-    if callable(content):
-        content = content(gzip.compress(bytes(range(256)) * 4 + IMAGES_3))
-    path = tmp_path / "t10k-images-idx3-ubyte.gz"
-    path.write_bytes(content)
-    with pytest.raises(IDXFormatError) as info:
-        read_idx(path)
-    assert str(info.value).startswith(f"{path}: ")
-    assert problem in str(info.value)
-
-
-def test_read_idx_missing_file_and_directory(tmp_path):
-    with pytest.raises(IDXFormatError, match="no such file"):
-        read_idx(tmp_path / "nope.gz")
-    with pytest.raises(IDXFormatError, match="is a directory"):
-        read_idx(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def fuzz_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("fuzz")
-
-
-_HEADERS = st.sampled_from([0x0801, 0x0803, 0x0802, 0x0808, 0x0D03, 0x0800, 0x1F8B0800])
-_IDX_LIKE = st.builds(
-    lambda magic, dims, body: idx_bytes(magic, tuple(dims), body),
-    _HEADERS | st.integers(0, 2**32 - 1),
-    st.lists(st.integers(0, 6) | st.integers(0, 2**32 - 1), max_size=4),
-    st.binary(max_size=300),
-)
-
-
-@settings(
-    max_examples=300,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
-@given(content=st.binary(max_size=300) | _IDX_LIKE, compress=st.booleans(), gz_name=st.booleans())
-def test_read_idx_parses_or_raises_idx_format_error(fuzz_dir, content, compress, gz_name):
-    path = fuzz_dir / ("data.gz" if gz_name else "data")
-    path.write_bytes(gzip.compress(content, mtime=0) if compress else content)
-    try:
-        arr = read_idx(path)
-    except IDXFormatError as exc:
-        assert str(exc).startswith(f"{path}: ")
-    else:
-        assert arr.dtype == np.uint8 and arr.ndim in (1, 3)
-
-
-# --- The shipped sample and data_dir ---------------------------------------------------------
-def test_shipped_sample_is_real_mnist():
-    images = read_idx(SAMPLE_DIR / "t10k-images-idx3-ubyte.gz")
-    labels = read_idx(SAMPLE_DIR / "t10k-labels-idx1-ubyte.gz")
-    assert images.shape == (1000, 28, 28) and labels.shape == (1000,)
-    # the first MNIST test labels, and white digits on a black background
-    assert labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
-    counts = [85, 126, 116, 107, 110, 87, 87, 99, 89, 94]
-    assert np.bincount(labels, minlength=10).tolist() == counts
-    assert images.max() == 255 and images[:, 0, :].max() == 0
-    assert 0.10 < images.mean() / 255 < 0.16
-
-
+# --- data_dir ------------------------------------------------------------------------------
 def test_load_dataset_from_data_dir_uses_the_sample():
     ds = load_dataset("mnist", SAMPLE_DIR, download=False)
     assert isinstance(ds, Dataset) and ds.source == "data-dir"
@@ -426,6 +292,7 @@ def test_corrupted_download_is_rejected_and_leaves_nothing(tmp_path, served):
         load_dataset(spec, cache_dir=cache, progress=False, mirrors=[base + "bad/"])
     message = str(info.value)
     assert "SHA-256 mismatch" in message and "\n" not in message
+    assert f"{base}bad/train-images-idx3-ubyte.gz: SHA-256 mismatch: got " in message
     assert cache_listing(cache) == []
 
 
@@ -448,6 +315,53 @@ def test_download_file_verifies_before_the_rename(tmp_path, served):
     )
     assert got == dest and sha256_of(dest) == spec.sha256["train-labels-idx1-ubyte.gz"]
     assert [p.name for p in dest.parent.iterdir()] == [dest.name]
+
+
+@pytest.mark.parametrize("first", ["missing", "bad", "closed port"])
+def test_a_failing_first_mirror_is_followed_by_the_second(tmp_path, served, closed_port_url, first):
+    """Not found, a wrong SHA-256, nobody listening: each sends every file to the next mirror."""
+    spec, base, log = served
+    cache = tmp_path / "cache"
+    first_url = closed_port_url if first == "closed port" else f"{base}{first}/"
+    ds = load_dataset(spec, cache_dir=cache, progress=False, mirrors=[first_url, base + "good/"])
+    assert ds.source == "download"
+    assert cache_listing(cache) == sorted(FILE_NAMES)
+    for name in FILE_NAMES:
+        assert sha256_of(cache / "tiny" / name) == spec.sha256[name]
+    tried = [path.split("/")[1] for _, path, _ in log]  # file by file: first mirror, then second
+    assert tried == ["good"] * 4 if first == "closed port" else [first, "good"] * 4
+
+
+def test_download_over_the_size_limit_is_abandoned(tmp_path, served):
+    spec, base, _ = served
+    name = "train-images-idx3-ubyte.gz"
+    original = tmp_path / "www" / "good" / name  # what the mirror serves
+    dest = tmp_path / "out" / name
+    url = base + "good/" + name
+    with pytest.raises(DownloadError) as info:
+        download_file([url], dest, spec.sha256[name], progress=False, max_bytes=1000)
+    assert str(info.value) == f"{name}: {url}: more than 1000 bytes; abandoned"
+    assert list(dest.parent.iterdir()) == []
+    download_file([url], dest, spec.sha256[name], progress=False, max_bytes=original.stat().st_size)
+    assert dest.read_bytes() == original.read_bytes()
+
+
+def test_downloads_print_nothing_without_a_progress_bar(tmp_path, served):
+    """pooch logs each download to stderr by default; downloads stay as quiet as they were."""
+    spec, base, _ = served
+    name = "train-labels-idx1-ubyte.gz"
+    dest = tmp_path / "out" / name
+    code = (
+        "from training.datasets import download_file; "
+        f"download_file([{base + 'good/' + name!r}], {str(dest)!r}, {spec.sha256[name]!r}, progress=False)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert sha256_of(dest) == spec.sha256[name]
+
+    level = pooch.get_logger().level
+    download_file([base + "good/" + name], dest, spec.sha256[name], progress=False)
+    assert pooch.get_logger().level == level  # put back as it was
 
 
 def test_404_mirror_falls_through_to_the_next(tmp_path, served):
@@ -490,6 +404,18 @@ def test_corrupted_cache_file_is_replaced(tmp_path, served):
     assert (
         sha256_of(cache / "tiny" / "train-images-idx3-ubyte.gz") == spec.sha256["train-images-idx3-ubyte.gz"]
     )
+
+
+def test_corrupted_cache_file_is_reported_and_removed_when_downloads_are_off(tmp_path, served, caplog):
+    spec, _, log = served
+    cache = tmp_path / "cache"
+    load_dataset(spec, cache_dir=cache, progress=False)
+    corrupt = cache / "tiny" / "t10k-labels-idx1-ubyte.gz"
+    corrupt.write_bytes(corrupt.read_bytes()[:-1])
+    with pytest.raises(DatasetUnavailableError, match="downloading is off"):
+        load_dataset(spec, cache_dir=cache, download=False)
+    assert f"{corrupt}: SHA-256 does not match" in caplog.text
+    assert not corrupt.exists() and len(log) == 4
 
 
 def test_environment_variables_choose_cache_and_mirror(tmp_path, served, monkeypatch):
