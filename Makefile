@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test test-long security fuzz soak lint bench-train bench-serve clean
+.PHONY: serve test test-unit test-long security fuzz soak lint bench-train bench-serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ serve: $(STAMP)  ## run the API on the shipped models at http://127.0.0.1:8000
 test: $(STAMP)   ## run the whole test suite
 	$(BIN)/python -m pytest
 
+test-unit: $(STAMP)  ## the unit tests alone, in ~20 s: all but tests/integration/ (marked integration)
+	$(BIN)/python -m pytest -q -m "not integration"
+
 test-long: $(STAMP)  ## property tests with 10x the examples from a random seed (~2 min)
 	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q tests/training/test_idx_properties.py \
 	    tests/training/test_export_properties.py tests/service/test_images_properties.py \
@@ -27,7 +30,7 @@ security: $(STAMP)   ## bandit: exits non-zero on any medium or high finding
 	$(BIN)/bandit -r training service -q -ll
 
 fuzz: $(STAMP)  ## schemathesis vs a live gunicorn: 200 cases per operation and phase (6,500-7,700), random seed
-	FUZZ_MAX_EXAMPLES=200 $(BIN)/python -m pytest -q -s tests/reliability/test_fuzz_openapi.py
+	FUZZ_MAX_EXAMPLES=200 $(BIN)/python -m pytest -q -s tests/integration/reliability/test_fuzz_openapi.py
 
 soak: $(STAMP)  ## 5 min at 32 clients, model drops, worker SIGKILL and master SIGTERM under load
 	$(BIN)/python bench/soak.py --check

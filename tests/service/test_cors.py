@@ -1,16 +1,14 @@
 """CORS (service/cors.py): off by default; for listed origins, the headers a browser needs on
-answers, errors and preflights, with auth on; checked through the test client and gunicorn."""
+answers, errors and preflights, with auth on; checked through the test client here and through
+gunicorn in tests/integration/test_cors_gunicorn.py."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
-import requests
 from flask import Flask
 from flask.testing import FlaskClient
-from test_gunicorn import gunicorn, server_env, stop, wait_ready  # noqa: F401 - fixture
 
 from service import create_app
 from service.settings import Settings, SettingsError
@@ -126,35 +124,3 @@ def test_any_origin(settings: Settings) -> None:
     response = client.get("/healthz", headers={"Origin": OTHER})
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     assert "Vary" not in response.headers
-
-
-# --- a real gunicorn ----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def server(
-    server_env: dict[str, str],  # noqa: F811 - the fixture imported above
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-    proc = gunicorn({**server_env, "CORS_ORIGINS": ORIGIN, "AUTH_TOKEN": TOKEN}, log)
-    try:
-        yield wait_ready(proc, log)
-    finally:
-        assert stop(proc) == 0
-
-
-def test_a_browser_s_preflight_then_request_over_http(server: str) -> None:
-    url = f"{server}/v2/models/mnist/infer"
-    preflight = requests.options(url, headers=PREFLIGHT, timeout=5)
-    assert preflight.status_code == 200
-    assert preflight.headers["Access-Control-Allow-Origin"] == ORIGIN
-    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
-    body = {"inputs": [{"name": "input", "shape": [1, 784], "datatype": "UINT8", "data": [0] * 784}]}
-    answer = requests.post(
-        url, json=body, timeout=5, headers={"Origin": ORIGIN, "Authorization": f"Bearer {TOKEN}"}
-    )
-    assert answer.status_code == 200
-    assert answer.headers["Access-Control-Allow-Origin"] == ORIGIN
-    other = requests.post(
-        url, json=body, timeout=5, headers={"Origin": OTHER, "Authorization": f"Bearer {TOKEN}"}
-    )
-    assert "Access-Control-Allow-Origin" not in other.headers

@@ -1,8 +1,8 @@
 """The demo page and the preprocess endpoint through the Flask test client.
 
-The page itself is driven in a real Chromium by test_demo_browser.py; here: that it is served,
-that every URL in it is relative and resolves at ``/`` and under a WSGI path prefix, and that
-``preprocess`` answers with exactly the inputs predict computes.
+The page itself is driven in a real Chromium by tests/integration/test_demo_browser.py; here:
+that it is served, that every URL in it is relative and resolves at ``/`` and under a WSGI path
+prefix, and that ``preprocess`` answers with exactly the inputs predict computes.
 """
 
 from __future__ import annotations

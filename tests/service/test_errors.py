@@ -5,28 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from error_contract import CASES, Case
+from error_contract import CASES, Case, assert_error_shape
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.exceptions import InternalServerError
 
 from service.errors import APIError, StartupError, error_response
-
-
-def assert_error_shape(status: int, content_type: str | None, body: Any, case: Case) -> None:
-    """The one error shape: {"error": {"status", "code", "message"[, "details"]}}."""
-    assert (status, body["error"]["code"] if isinstance(body, dict) and "error" in body else body) == (
-        case.status,
-        case.code,
-    )
-    assert content_type is not None and content_type.startswith("application/json")
-    assert set(body) == {"error"}
-    error = body["error"]
-    assert set(error) <= {"status", "code", "message", "details"}
-    assert error["status"] == case.status
-    assert isinstance(error["message"], str) and error["message"]
-    if case.detail is not None:
-        assert case.detail in error["details"], error
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -5,8 +5,8 @@ infinities and 1e308, strings with lone surrogates, nested lists and objects) fo
 ``images``, ``labels``, ``loss``, ``pixel_range``, ``preprocess`` and unknown fields, mixed with
 nearly valid values, load into a valid batch or raise marshmallow's ``ValidationError`` or one of
 our ``APIError`` s; never a TypeError, ValueError or OverflowError. Through the Flask test client
-(the session app of ``conftest.py``): every answer is 200 with the documented body, or a 4xx
-with the one error shape.
+(the session app of ``tests/service_fixtures.py``): every answer is 200 with the documented body,
+or a 4xx with the one error shape.
 """
 
 from __future__ import annotations

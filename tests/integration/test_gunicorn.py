@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 import time
@@ -16,79 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from error_contract import CASES, Case
+from error_contract import CASES, Case, assert_error_shape
 from flask.testing import FlaskClient
+from gunicorn_testkit import REPO, failed_start, gunicorn, stop, wait_ready
 from service_testkit import TEST_MAX_BATCH, TEST_MAX_REQUEST_BYTES, drawn_digit, png_bytes
-from test_errors import assert_error_shape
-
-REPO = Path(__file__).resolve().parents[2]
-CONF = REPO / "gunicorn.conf.py"
-START_TIMEOUT = 30.0
-LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
-
-
-def gunicorn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """gunicorn with the repo's config on an ephemeral loopback port (bound by gunicorn: no race)."""
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(CONF), "--bind", "127.0.0.1:0"],
-            cwd=REPO,
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def failed_start(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str, list[str]]:
-    """Start gunicorn expecting it to refuse: (process, its output, the ``error:`` lines)."""
-    proc = gunicorn(env, log)
-    try:
-        code = proc.wait(timeout=START_TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    output = log.read_text()
-    assert code != 0, output
-    return proc, output, [ln for ln in output.splitlines() if ln.startswith("error:")]
-
-
-def wait_ready(proc: subprocess.Popen[bytes], log: Path) -> str:
-    deadline = time.monotonic() + START_TIMEOUT
-    url = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"gunicorn exited with {proc.returncode}:\n{log.read_text()}")
-        if url is None and (match := LISTENING.search(log.read_text())):
-            url = f"http://127.0.0.1:{match.group(1)}"
-        if url is not None:
-            try:
-                if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    return url
-            except requests.ConnectionError:
-                pass
-        time.sleep(0.1)
-    pytest.fail(f"gunicorn not ready after {START_TIMEOUT}s:\n{log.read_text()}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise
-
-
-@pytest.fixture(scope="module")
-def server_env(model_dir: Path) -> dict[str, str]:
-    return {
-        "MODEL_DIR": str(model_dir),
-        "DEFAULT_MODEL": "mnist",
-        "MAX_BATCH_SIZE": str(TEST_MAX_BATCH),
-        "MAX_REQUEST_BYTES": str(TEST_MAX_REQUEST_BYTES),
-        "WEB_CONCURRENCY": "2",
-    }
 
 
 @pytest.fixture(scope="module")

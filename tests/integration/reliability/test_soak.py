@@ -3,7 +3,7 @@ valid model version dropped in, a worker SIGKILLed and the master SIGTERMed unde
 
 The script starts its own gunicorn on 127.0.0.1 and checks its own promises (``--check``);
 this test runs it and reads its report. The long run (5 minutes) is ``make soak``. The SIGTERM
-drain of requests provably in flight is tested exactly in tests/service/test_shutdown.py; here
+drain of requests provably in flight is tested exactly in tests/integration/test_shutdown.py; here
 it happens under load.
 """
 
@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_model
+from reliability_testkit import write_model
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SECONDS = 20
 FAULT_SECONDS = 6
 CONCURRENCY = 32

@@ -1,8 +1,8 @@
 """The error contract as a table: each client mistake, the request that makes it, the answer.
 
-Run through the Flask test client (test_errors.py) and against a real gunicorn
-(test_gunicorn.py). Bodies are bytes with an explicit Content-Type so both clients send
-exactly the same request.
+Run through the Flask test client (tests/service/test_errors.py) and against a real gunicorn
+(tests/integration/test_gunicorn.py), both checking each answer with ``assert_error_shape``.
+Bodies are bytes with an explicit Content-Type so both clients send exactly the same request.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import base64
 import io
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -220,3 +221,19 @@ CASES = [
         "unknown-loss", {"inputs": _two_rows, "labels": [1, 2], "loss": "hinge"}, "/loss", detail="loss"
     ),
 ]
+
+
+def assert_error_shape(status: int, content_type: str | None, body: Any, case: Case) -> None:
+    """The one error shape: {"error": {"status", "code", "message"[, "details"]}}."""
+    assert (status, body["error"]["code"] if isinstance(body, dict) and "error" in body else body) == (
+        case.status,
+        case.code,
+    )
+    assert content_type is not None and content_type.startswith("application/json")
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert set(error) <= {"status", "code", "message", "details"}
+    assert error["status"] == case.status
+    assert isinstance(error["message"], str) and error["message"]
+    if case.detail is not None:
+        assert case.detail in error["details"], error

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from gunicorn_testkit import gunicorn, wait_ready
 from service_testkit import TEST_MAX_BATCH
-from test_gunicorn import gunicorn, server_env, wait_ready  # noqa: F401 - fixture
 
 PROC_NET_TCP = Path("/proc/net/tcp")
 GRACEFUL_TIMEOUT = 10
@@ -83,7 +83,7 @@ def finish_request(sock: socket.socket, request: bytes, sent: int) -> tuple[int,
 
 @pytest.mark.parametrize("threads,in_flight", [(1, 2), (3, 6)], ids=["sync", "gthread"])
 def test_sigterm_drains_requests_in_flight(
-    server_env: dict[str, str],  # noqa: F811 - imported
+    server_env: dict[str, str],
     tmp_path: Path,
     threads: int,
     in_flight: int,

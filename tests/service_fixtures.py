@@ -1,4 +1,8 @@
-"""Fixtures for the service: real models trained here, settings -> app -> client, real images."""
+"""Fixtures for the service: real models trained here, settings -> app -> client, real images.
+
+A plugin module (``pytest_plugins`` in tests/conftest.py), so the unit tests in tests/service/
+and the integration tests in tests/integration/ share one set: one trained model per session.
+"""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from flask.testing import FlaskClient
-from test_gunicorn import gunicorn, server_env, stop, wait_ready  # noqa: F401 - fixture
+from gunicorn_testkit import gunicorn, stop, wait_ready
 
 httpclient = pytest.importorskip(
     "tritonclient.http", reason="tritonclient[http] is not installed (pip install -e '.[test]')"
@@ -33,7 +33,7 @@ class BearerToken(httpclient.InferenceServerClientPlugin):  # type: ignore[misc]
 
 @pytest.fixture(scope="module")
 def server(
-    server_env: dict[str, str],  # noqa: F811 - the fixture imported above
+    server_env: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     """gunicorn with a bearer token set; yields host:port, as tritonclient wants it."""

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from conftest import (
+from gunicorn_testkit import failed_start
+from reliability_testkit import (
     AUTH,
     Server,
     rss_kib,
@@ -38,7 +39,6 @@ from conftest import (
     write_model,
 )
 from service_testkit import drawn_digit, png_bytes
-from test_gunicorn import failed_start
 
 from training.fileio import atomic_write_bytes
 

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TOKEN, Server, serve, server_environment
+from reliability_testkit import TOKEN, Server, serve, server_environment
 
 CI_MAX_EXAMPLES = 10
 CI_SEED = 0

@@ -1,5 +1,6 @@
-"""Fixtures for the reliability tests: small models in a temporary directory, a real gunicorn on
-a loopback port (the helpers of ``tests/service/test_gunicorn.py``), and its workers' memory.
+"""Helpers for the reliability tests: small random-weight models, a real gunicorn on a loopback
+port (on ``gunicorn_testkit``'s helpers), and its workers' memory. The model directory they
+serve is the ``model_dir`` fixture of this directory's conftest.py.
 
 Every request these tests make goes to a server they started on 127.0.0.1.
 """
@@ -7,20 +8,15 @@ Every request these tests make goes to a server they started on 127.0.0.1.
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytest
+from gunicorn_testkit import gunicorn, stop, wait_ready
+from service_testkit import DIGITS
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
-
-from service_testkit import DIGITS, FASHION_CLASSES  # noqa: E402
-from test_gunicorn import gunicorn, stop, wait_ready  # noqa: E402
-
-from training import TwoLayerNet, save_model  # noqa: E402
+from training import TwoLayerNet, save_model
 
 #: The bearer token of the servers here: the API's auth is on, as production should have it.
 TOKEN = "reliability-test-token"
@@ -40,16 +36,6 @@ def write_model(
     save_model(
         path, net, {"input_shape": list(input_shape), "class_names": classes, "dataset": {"name": "random"}}
     )
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``mnist`` in two versions (``mnist/1``, ``mnist/2``) and a flat ``fashion-mnist.npz``."""
-    directory = tmp_path_factory.mktemp("models")
-    write_model(directory / "mnist" / "1" / "model.npz", seed=1)
-    write_model(directory / "mnist" / "2" / "model.npz", seed=2)
-    write_model(directory / "fashion-mnist.npz", seed=3, classes=FASHION_CLASSES, input_shape=(784,))
-    return directory
 
 
 def server_environment(model_dir: Path, **extra: str) -> dict[str, str]:

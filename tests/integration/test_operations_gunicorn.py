@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 import requests
+from gunicorn_testkit import failed_start, gunicorn, stop, wait_ready
 from prometheus_client.parser import text_string_to_metric_families
-from test_gunicorn import failed_start, gunicorn, stop, wait_ready
 
 from training.fileio import atomic_write_bytes
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gunicorn_testkit import gunicorn, stop, wait_ready
 from service_testkit import DIGITS, FASHION_CLASSES, drawn_digit, png_bytes
-from test_gunicorn import gunicorn, stop, wait_ready
 
 sync_api = pytest.importorskip(
     "playwright.sync_api",
