@@ -135,6 +135,9 @@ def build_openapi(app: Flask, state: ServiceState) -> dict[str, Any]:
         version=API_VERSION,
         openapi_version=OPENAPI_VERSION,
         plugins=[plugin],
+        # relative to where the document is served: calls from Swagger UI (and any client that
+        # resolves it) keep a path prefix a proxy put in front
+        servers=[{"url": "."}],
         info={
             "description": "TwoLayerNet models served over HTTP. Every error of /v1 routes has the "
             "Error shape, of /v2 routes the V2Error shape. See docs/API.md for image preprocessing."

@@ -332,3 +332,32 @@ def test_the_page_works_under_a_path_prefix_behind_a_proxy(page: Any, proxied: s
         proxied + "v1/models/mnist/preprocess",
     }
     assert all(u.startswith(proxied) for u in urls), urls
+
+
+# --- the API documents: Swagger UI ------------------------------------------------------------
+@pytest.mark.parametrize("where", ["root", "prefix"])
+def test_swagger_ui_renders_the_document_from_this_server_and_tries_a_call(
+    page: Any, server: str, proxied: str, where: str
+) -> None:
+    """/docs/ is Swagger UI: every script, style and the document load from the server itself
+    (also under a path prefix), it lists the operations, and "Try it out" calls the API."""
+    base = server if where == "root" else proxied
+    urls: list[str] = []
+    page.on("request", lambda r: urls.append(r.url))
+    page.goto(base + "docs/")
+    expect(page.locator(".opblock").first).to_be_visible()
+    assert page.locator(".opblock").count() >= 25  # every operation of the document
+    operation = page.locator("#operations-models-list_models")
+    operation.locator(".opblock-summary").click()
+    operation.locator(".try-out__btn").click()
+    with page.expect_response(lambda r: r.url.endswith("/v1/models")) as answer:
+        operation.locator(".execute").click()
+    assert answer.value.status == 200
+    expect(operation.locator(".live-responses-table tbody .response-col_status").first).to_have_text("200")
+    assert {u for u in urls if u.endswith((".js", ".css"))} >= {
+        base + "docs/swagger-ui-bundle.js",
+        base + "docs/swagger-ui-standalone-preset.js",
+        base + "docs/swagger-ui.css",
+    }
+    assert base + "openapi.json" in urls
+    assert all(u.startswith(base) or u.startswith("data:") for u in urls), urls
