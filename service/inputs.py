@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 from collections.abc import Iterable
@@ -44,11 +43,28 @@ class JsonArray:
     makes ``rows`` step aside); -1 when that cannot be known.
     """
 
-    __slots__ = ("array", "brackets")
+    __slots__ = ("_body", "_brackets", "_payload", "array")
 
-    def __init__(self, array: simdjson.Array, brackets: int = -1) -> None:
+    def __init__(self, array: simdjson.Array) -> None:
         self.array = array
-        self.brackets = brackets
+        self._brackets: int | None = None
+        self._body: bytes | None = None
+        self._payload: Any = None
+
+    @property
+    def brackets(self) -> int:
+        """Counted on first use (only ``rows`` needs it): the ``[`` in the whole body, less the
+        lists in the other values of the payload this array sits in."""
+        if self._brackets is None:
+            if self._body is None:
+                self._brackets = -1
+            else:
+                try:
+                    self._brackets = _count_brackets(self._body) - _count_lists(self._payload)
+                except _BracketInString:  # the count proves nothing: rows() steps aside
+                    self._brackets = -1
+                self._body = self._payload = None
+        return self._brackets
 
     def __len__(self) -> int:
         return len(self.array)
@@ -175,9 +191,8 @@ def loads_json(body: bytes, numbers: tuple[str, ...] = V1_NUMBERS) -> Any:
         payload = _convert(doc, numbers, found, 0)
     except KeyError:  # a key simdjson cannot look up: one holding "\u0000"
         return _loads_lenient(body)
-    if len(found) == 1:  # the only place the proof of structure (JsonArray.rows) is needed
-        with contextlib.suppress(_BracketInString):  # (then the count proves nothing)
-            found[0].brackets = _count_brackets(body) - _count_lists(payload)
+    if len(found) == 1:  # the proof of structure (JsonArray.rows) can count brackets
+        found[0]._body, found[0]._payload = body, payload
     return payload
 
 
@@ -227,8 +242,14 @@ def _loads_lenient(body: bytes) -> Any:
     return _plain(payload, in_array=False)
 
 
+#: Types a parsed scalar has, returned as they are (bool is not among them: see ``_plain``).
+_SCALARS = frozenset({str, int, float, type(None)})
+
+
 def _plain(value: Any, in_array: bool, depth: int = 0) -> Any:
     """Python objects for a parsed value, with ``None`` for booleans inside arrays."""
+    if type(value) in _SCALARS:  # most values: one set lookup instead of five isinstance calls
+        return value
     if isinstance(value, simdjson.Array):
         value = value.as_list()
     elif isinstance(value, simdjson.Object):

@@ -70,6 +70,13 @@ def _custom_fields(spec: InputSpec) -> Callable[..., dict[str, Any]]:
             ],
         },
         schemas.ImageData: {"type": "string", "format": "byte"},
+        v2.Shape: {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 0},
+            "minItems": 2,
+            "maxItems": 1 + max((len(shape) for shape in spec.accepted_shapes), default=2),
+            "example": [1, size],
+        },
         v2.TensorData: {
             "type": "array",
             "items": {"type": "number", "minimum": 0, "maximum": 1},

@@ -121,15 +121,21 @@ class TensorData(fields.Raw):
     Left as the parser gave it: the data plane reads it into numpy once the shape is checked."""
 
 
-class Dimension(fields.Integer):
-    """One entry of a shape: a non-negative integer (``true`` is not 1 here)."""
+class Shape(fields.Field):
+    """A tensor's shape: a list of non-negative integers (``true`` is not 1 here). One field,
+    not a list of integer fields: a third of the schema's cost on the hot path."""
+
+    default_error_messages = {"invalid": "Must be a list of non-negative integers."}
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
-    ) -> int:
-        if isinstance(value, bool):
+    ) -> list[int]:
+        if not isinstance(value, list) or not all(
+            type(dim) is int and dim >= 0
+            for dim in value  # (type, not isinstance: bool is an int)
+        ):
             raise self.make_error("invalid")
-        return super()._deserialize(value, attr, data, **kwargs)  # type: ignore[no-any-return]
+        return value
 
 
 _PARAMETERS = {"description": "Key/value parameters (the protocol's $parameters)."}
@@ -142,10 +148,8 @@ class RequestInputSchema(Schema):
         unknown = EXCLUDE  # what other servers accept must not fail here
 
     name = fields.String(required=True, metadata={"description": f"'{INPUT_NAME}'"})
-    shape = fields.List(
-        Dimension(strict=True, validate=validate.Range(min=0)),
-        required=True,
-        metadata={"description": "[N, 784] or [N, 28, 28]: the whole batch's shape."},
+    shape = Shape(
+        required=True, metadata={"description": "[N, 784] or [N, 28, 28]: the whole batch's shape."}
     )
     datatype = fields.String(required=True, validate=validate.OneOf(DATATYPES))
     parameters = fields.Dict(
@@ -205,9 +209,9 @@ class InferenceRequestSchema(Schema):
         keys=fields.String(),
         metadata={"description": "binary_data_output: true sends every output as raw bytes."},
     )
-    inputs = fields.List(fields.Nested(RequestInputSchema), required=True, validate=validate.Length(min=1))
-    outputs = fields.List(
-        fields.Nested(RequestOutputSchema), metadata={"description": "Which outputs to send (default: all)."}
+    inputs = fields.Nested(RequestInputSchema, many=True, required=True, validate=validate.Length(min=1))
+    outputs = fields.Nested(
+        RequestOutputSchema, many=True, metadata={"description": "Which outputs to send (default: all)."}
     )
 
 
@@ -280,6 +284,67 @@ class V2ErrorSchema(Schema):
 
 
 INFERENCE_REQUEST = InferenceRequestSchema()
+_REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
+_INPUT_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
+_OUTPUT_KEYS = frozenset({"name", "parameters"})
+
+
+def load_request(doc: Any) -> dict[str, Any]:
+    """The request, as ``InferenceRequestSchema`` loads it (``ValidationError`` otherwise).
+
+    Most requests have the plain form the clients send; ``plain_request`` checks exactly that
+    form in a few dict lookups and gives what the schema would give (a property test holds the
+    two together), and the schema, the reference, reads everything else and words the errors.
+    The schema's generic walk was a tenth of a single-image request's CPU time.
+    """
+    return plain_request(doc) or INFERENCE_REQUEST.load(doc)  # type: ignore[return-value]
+
+
+def plain_request(doc: Any) -> dict[str, Any] | None:
+    """``doc`` when it is a valid request of the plain form, else None: every key known, ids
+    ASCII, inputs and outputs with their fields of the right types, data or binary_data_size."""
+    if type(doc) is not dict or not doc.keys() <= _REQUEST_KEYS:
+        return None
+    if "id" in doc and not (type(doc["id"]) is str and doc["id"].isascii()):
+        return None
+    if type(doc.get("parameters", {})) is not dict:
+        return None
+    inputs = doc.get("inputs")
+    if type(inputs) is not list or not inputs or not all(map(_plain_input, inputs)):
+        return None
+    outputs = doc.get("outputs", [])
+    if type(outputs) is not list or not all(map(_plain_output, outputs)):
+        return None
+    return doc
+
+
+def _plain_input(tensor: Any) -> bool:
+    if type(tensor) is not dict or not tensor.keys() <= _INPUT_KEYS:
+        return False
+    shape = tensor.get("shape")
+    if (
+        type(tensor.get("name")) is not str
+        or type(shape) is not list
+        or not all(type(dim) is int and dim >= 0 for dim in shape)
+        or tensor.get("datatype") not in DATATYPES
+    ):
+        return False
+    parameters = tensor.get("parameters", {})
+    if type(parameters) is not dict:
+        return False
+    size = parameters.get("binary_data_size")
+    if size is None:
+        return tensor.get("data") is not None
+    return "data" not in tensor and type(size) is int and size >= 0
+
+
+def _plain_output(output: Any) -> bool:
+    return (
+        type(output) is dict
+        and output.keys() <= _OUTPUT_KEYS
+        and output.get("name") in OUTPUT_NAMES
+        and type(output.get("parameters", {})) is dict
+    )
 
 
 # --- routes -------------------------------------------------------------------------------
@@ -429,7 +494,7 @@ def infer(name: str, version: str | None = None) -> Response:
     endpoint = lookup(name, version)
     header, binary = _split_body(_body())
     try:
-        req = INFERENCE_REQUEST.load(loads_json(header, V2_NUMBERS))
+        req = load_request(loads_json(header, V2_NUMBERS))
     except ValidationError as exc:
         raise APIError(_describe(exc.messages)) from None
     x = _input_batch(req, _input_spec(endpoint), binary)
