@@ -43,28 +43,18 @@ class JsonArray:
     makes ``rows`` step aside); -1 when that cannot be known.
     """
 
-    __slots__ = ("_body", "_brackets", "_payload", "array")
+    __slots__ = ("_body", "_others", "array")
 
     def __init__(self, array: simdjson.Array) -> None:
         self.array = array
-        self._brackets: int | None = None
-        self._body: bytes | None = None
-        self._payload: Any = None
+        self._body = b""  # (set by loads_json when the count is possible)
+        self._others = -1
 
     @property
     def brackets(self) -> int:
-        """Counted on first use (only ``rows`` needs it): the ``[`` in the whole body, less the
+        """Counted when asked (only ``rows`` needs it): the ``[`` in the whole body, less the
         lists in the other values of the payload this array sits in."""
-        if self._brackets is None:
-            if self._body is None:
-                self._brackets = -1
-            else:
-                try:
-                    self._brackets = _count_brackets(self._body) - _count_lists(self._payload)
-                except _BracketInString:  # the count proves nothing: rows() steps aside
-                    self._brackets = -1
-                self._body = self._payload = None
-        return self._brackets
+        return _count_brackets(self._body) - self._others if self._others >= 0 else -1
 
     def __len__(self) -> int:
         return len(self.array)
@@ -192,7 +182,13 @@ def loads_json(body: bytes, numbers: tuple[str, ...] = V1_NUMBERS) -> Any:
     except KeyError:  # a key simdjson cannot look up: one holding "\u0000"
         return _loads_lenient(body)
     if len(found) == 1:  # the proof of structure (JsonArray.rows) can count brackets
-        found[0]._body, found[0]._payload = body, payload
+        try:
+            found[0]._others = _count_lists(payload)
+            found[0]._body = body  # (not the payload: it holds the array, a reference cycle
+            # that would keep the parser's document alive, and the next parse would need a
+            # new parser)
+        except _BracketInString:  # the count proves nothing: rows() steps aside
+            pass
     return payload
 
 
@@ -209,15 +205,19 @@ def _convert(value: Any, path: tuple[str, ...], found: list[JsonArray], depth: i
     if step == "*" and isinstance(value, simdjson.Array):
         return [_convert(item, rest, found, depth + 1) for item in value]
     if step != "*" and isinstance(value, simdjson.Object):
-        keys = list(value)  # (not items(): it would convert everything to Python)
-        if len(set(keys)) != len(keys):
-            raise duplicate_key(keys)
-        return {
-            key: _convert(value[key], rest, found, depth + 1)
-            if key == step
-            else _plain(value[key], in_array=False, depth=depth + 1)
-            for key in keys
-        }
+        result: dict[str, Any] = {}
+        for key in value:  # (not items(): it would convert everything to Python)
+            if key in result:
+                raise duplicate_key(value)
+            item = value[key]
+            if key != step:
+                result[key] = _plain(item, in_array=False, depth=depth + 1)
+            elif not rest and isinstance(item, simdjson.Array):
+                found.append(JsonArray(item))
+                result[key] = found[-1]
+            else:
+                result[key] = _convert(item, rest, found, depth + 1)
+        return result
     return _plain(value, in_array=False, depth=depth)
 
 
