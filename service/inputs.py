@@ -19,7 +19,7 @@ from flask import Request
 from numpy.typing import NDArray
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from service.errors import InvalidJSON, UnsupportedMediaType
+from service.errors import InvalidJSON, RequestValidationError, UnsupportedMediaType
 from service.images import IMAGE_MIMETYPES
 
 JSON_MIMETYPE = "application/json"
@@ -119,8 +119,10 @@ def request_payload(request: Request) -> Any:
     """The request's options and data as one mapping (not yet validated)."""
     mimetype = request.mimetype
     if mimetype == JSON_MIMETYPE:
+        _no_query_options(request)
         return loads_json(read_body(request))
     if mimetype == FORM_MIMETYPE:
+        _no_query_options(request)
         payload: dict[str, Any] = request.form.to_dict()
         files = [f.read() for key in request.files for f in request.files.getlist(key)]
         if files:
@@ -133,6 +135,16 @@ def request_payload(request: Request) -> Any:
     if not mimetype:
         raise UnsupportedMediaType(f"the request has no Content-Type; send {_SUPPORTED}")
     raise UnsupportedMediaType(f"Content-Type {mimetype!r} is not supported; send {_SUPPORTED}")
+
+
+def _no_query_options(request: Request) -> None:
+    """Options in the query string are for raw image bodies, which have nowhere else to put
+    them; beside a JSON or form body they would be silently ignored, so they are refused (422)."""
+    if request.environ.get("QUERY_STRING") and request.args:
+        raise RequestValidationError(
+            "query parameters are only for raw image bodies; send options in the body",
+            {name: ["Send this in the body, not in the query string."] for name in sorted(request.args)},
+        )
 
 
 def read_body(request: Request) -> bytes:

@@ -205,7 +205,15 @@ def build_openapi(app: Flask, state: ServiceState) -> dict[str, Any]:
                     for method in methods
                 },
             )
-    return spec.to_dict()
+    document = spec.to_dict()
+    for name in ("PredictRequest", "LossRequest", "AccuracyRequest"):
+        # exactly one source of inputs (schemas.PredictRequestSchema._check_batch), which
+        # marshmallow says in a validator that apispec cannot see
+        document["components"]["schemas"][name]["oneOf"] = [
+            {"required": ["inputs"]},
+            {"required": ["images"]},
+        ]
+    return document
 
 
 def _operation(

@@ -115,3 +115,22 @@ def test_other_content_types_are_415(bare_app: Flask, content_type: str) -> None
         with pytest.raises(UnsupportedMediaType) as info:
             request_payload(request)
         assert content_type in info.value.message
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "multipart/form-data"])
+def test_query_options_beside_a_body_that_has_room_for_them_are_refused(
+    app: Flask, content_type: str
+) -> None:
+    """The document's query parameters are for raw image bodies; beside JSON or a form they
+    would be ignored, so a client that puts them there hears so (found by schemathesis)."""
+    client = app.test_client()
+    body = {"inputs": [[0.0] * 784]}
+    answer = (
+        client.post("/predict?preprocess=nope", json=body)
+        if content_type == "application/json"
+        else client.post("/predict?preprocess=false", data={"images": (io.BytesIO(b"x"), "x.png")})
+    )
+    assert answer.status_code == 422
+    error = answer.get_json()["error"]
+    assert error["code"] == "validation_error" and "preprocess" in error["details"]
+    assert client.post("/predict?", json=body).status_code == 200  # an empty query is no option

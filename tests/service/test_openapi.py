@@ -110,6 +110,7 @@ def test_the_schemas_carry_the_models_real_limits(app: Flask) -> None:
         {"type": "number", "minimum": 0, "maximum": 1},
     )
     assert (grid["minItems"], grid["items"]["minItems"]) == (28, 28)
+    assert components["PredictRequest"]["oneOf"] == [{"required": ["inputs"]}, {"required": ["images"]}]
     labels = components["LossRequest"]["properties"]["labels"]["oneOf"]
     assert labels[0]["items"] == {"type": "integer", "minimum": 0, "maximum": 9}
     data = components["V2RequestInput"]["properties"]["data"]
