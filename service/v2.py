@@ -423,7 +423,7 @@ def server_ready() -> Response:
 def model_metadata(name: str, version: str | None = None) -> Response:
     endpoint = lookup(name, version)
     model = endpoint.model
-    spec = _input_spec(endpoint)
+    spec = endpoint.spec
     return _json(
         {
             "name": model.name,
@@ -497,7 +497,7 @@ def infer(name: str, version: str | None = None) -> Response:
         req = load_request(loads_json(header, V2_NUMBERS))
     except ValidationError as exc:
         raise APIError(_describe(exc.messages)) from None
-    x = _input_batch(req, _input_spec(endpoint), binary)
+    x = _input_batch(req, endpoint.spec, binary)
     outputs = _requested_outputs(req, endpoint.model.num_classes)
     return _infer_response(endpoint, req.get("id"), outputs, dataplane.infer(endpoint.model, x))
 
@@ -543,10 +543,6 @@ def _split_body(body: bytes) -> tuple[bytes, memoryview]:
         )
     view = memoryview(body)
     return bytes(view[:length]), view[length:]
-
-
-def _input_spec(endpoint: Endpoint) -> InputSpec:
-    return endpoint.spec
 
 
 def _input_batch(req: dict[str, Any], spec: InputSpec, binary: memoryview) -> NDArray[np.float32]:
