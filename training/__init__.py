@@ -15,12 +15,14 @@ from training.functions import (
     softmax,
 )
 from training.gradient import NUMERICAL_GRADIENT_H, gradient_descent, numerical_gradient
-from training.nets import LOSSES, SimpleNet, TwoLayerNet
+from training.nets import DEFAULT_IG_STEPS, LOSSES, MAX_IG_STEPS, SimpleNet, TwoLayerNet
 
 __all__ = [
     "CROSS_ENTROPY_EPS",
+    "DEFAULT_IG_STEPS",
     "FORMAT_VERSION",
     "LOSSES",
+    "MAX_IG_STEPS",
     "NUMERICAL_GRADIENT_H",
     "ModelFile",
     "ModelFormatError",

@@ -1,7 +1,16 @@
 import numpy as np
 import pytest
 
-from training import LOSSES, SimpleNet, TwoLayerNet, numerical_gradient, softmax
+from training import (
+    DEFAULT_IG_STEPS,
+    LOSSES,
+    MAX_IG_STEPS,
+    SimpleNet,
+    TwoLayerNet,
+    numerical_gradient,
+    softmax,
+)
+from training.datasets import as_training_arrays
 from training.nets import gradient_relative_errors
 
 
@@ -145,3 +154,145 @@ def test_from_params_rejects_inconsistent_shapes():
         TwoLayerNet.from_params(
             {"W1": np.zeros((4, 3)), "b1": np.zeros(2), "W2": np.zeros((3, 2)), "b2": np.zeros(2)}
         )
+
+
+# --- explanations: input gradient and integrated gradients (issue 12) ---------------------
+
+
+def _relative_error(a, b):
+    return float(np.linalg.norm(a - b) / (np.linalg.norm(a) + np.linalg.norm(b)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_input_gradient_matches_numerical_gradient(seed):
+    rng = np.random.default_rng(seed)
+    net = TwoLayerNet(12, 6, 4, weight_init_std=1.0, rng=rng)
+    x = rng.random((5, 12))
+    t = rng.integers(0, 4, 5)
+    dx = net.input_gradient(x, t)
+    assert dx.shape == (5, 12) and dx.dtype == np.float64
+    for i in range(len(x)):
+        x_i = x[i : i + 1].copy()
+        numerical = numerical_gradient(lambda v, i=i: net.predict(v)[0, t[i]], x_i)
+        assert _relative_error(dx[i], numerical[0]) < 1e-6
+    # the whole batch at once: p_t of each row depends on that row only
+    batch = x.copy()
+    numerical = numerical_gradient(lambda v: float(net.predict(v)[np.arange(5), t].sum()), batch)
+    assert _relative_error(dx, numerical) < 1e-6
+
+
+def test_input_gradient_float32_agrees_with_float64():
+    rng = np.random.default_rng(5)
+    net64 = TwoLayerNet(30, 10, 5, weight_init_std=1.0, rng=rng)
+    net32 = TwoLayerNet.from_params({k: v.astype(np.float32) for k, v in net64.params.items()})
+    x = rng.random((8, 30))
+    t = rng.integers(0, 5, 8)
+    dx32 = net32.input_gradient(x, t)
+    assert dx32.dtype == np.float32
+    assert _relative_error(dx32.astype(np.float64), net64.input_gradient(x, t)) < 1e-3
+
+
+@pytest.fixture(scope="module")
+def sample_digits(mnist_sample):
+    """The 1,000 sample digits as (N, 784) float32 in [0, 1]."""
+    images, _ = mnist_sample
+    return as_training_arrays(images, np.float32)
+
+
+def test_integrated_gradients_completeness_on_real_digits(mnist_net, sample_digits):
+    x = sample_digits
+    t = np.argmax(mnist_net.predict(x), axis=1)
+    gaps = []
+    for start in range(0, len(x), 100):  # 100 digits x 64 steps per batched pass
+        xb, tb = x[start : start + 100], t[start : start + 100]
+        attributions, delta = mnist_net.integrated_gradients(xb, tb)
+        assert attributions.shape == xb.shape and delta.shape == (len(xb),)
+        assert attributions.dtype == np.float32
+        rows = np.arange(len(xb))
+        p_x = mnist_net.predict(xb)[rows, tb]
+        p_black = mnist_net.predict(np.zeros_like(xb))[rows, tb]
+        gap = np.abs(attributions.sum(axis=1) - (p_x - p_black))
+        np.testing.assert_allclose(gap, np.abs(delta), atol=1e-6)
+        gaps.append(gap)
+    assert np.max(np.concatenate(gaps)) < 0.02
+
+
+def test_integrated_gradients_converge_as_steps_grow(mnist_net, sample_digits):
+    net = TwoLayerNet.from_params({k: v.astype(np.float64) for k, v in mnist_net.params.items()})
+    x = sample_digits[:20].astype(np.float64)
+    t = np.argmax(net.predict(x), axis=1)
+    worst = [np.abs(net.integrated_gradients(x, t, steps)[1]).max() for steps in (4, 16, 64, 256)]
+    assert all(later < earlier / 4 for earlier, later in zip(worst, worst[1:], strict=False))
+
+    # a much finer reference: the midpoint rule at 4,096 points, one path point at a time
+    reference_steps = 4096
+    mean_grad = np.zeros_like(x)
+    for k in range(reference_steps):
+        mean_grad += net.input_gradient((k + 0.5) / reference_steps * x, t)
+    reference = x * mean_grad / reference_steps
+    attributions, _ = net.integrated_gradients(x, t)
+    assert _relative_error(attributions, reference) < 1e-3
+
+
+def test_integrated_gradients_is_one_batched_pass_equal_to_a_loop():
+    rng = np.random.default_rng(7)
+    net = TwoLayerNet(12, 6, 4, weight_init_std=1.0, rng=rng)
+    x, baseline = rng.random((3, 12)), rng.random(12)
+    t = np.array([0, 3, 1])
+    calls = []
+    input_gradient = net.input_gradient
+
+    def counting_input_gradient(points, target):
+        calls.append(points.shape)
+        return input_gradient(points, target)
+
+    net.input_gradient = counting_input_gradient  # type: ignore[method-assign]
+    steps = 10
+    attributions, delta = net.integrated_gradients(x, t, steps=steps, baseline=baseline)
+    assert calls == [(3 * steps, 12)]
+
+    alphas = (np.arange(steps) + 0.5) / steps
+    loop = np.zeros_like(x)
+    for alpha in alphas:
+        loop += input_gradient(baseline + alpha * (x - baseline), t)
+    np.testing.assert_allclose(attributions, (x - baseline) * loop / steps, rtol=1e-12)
+    p = net.predict(x)[np.arange(3), t] - net.predict(np.tile(baseline, (3, 1)))[np.arange(3), t]
+    np.testing.assert_allclose(delta, attributions.sum(axis=1) - p, atol=1e-15)
+
+    calls.clear()
+    net.integrated_gradients(x, t)
+    assert calls == [(3 * DEFAULT_IG_STEPS, 12)]
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (np.array([0, 4]), r"in \[0, 4\)"),
+        (np.array([-1, 0]), r"in \[0, 4\)"),
+        (np.array([0.0, 1.0]), "integer classes"),
+        (np.array([0, 1, 2]), "one class per row"),
+        (np.array([[0], [1]]), "one class per row"),
+    ],
+)
+def test_bad_target_is_rejected(target, message):
+    net = TwoLayerNet(3, 2, 4, rng=np.random.default_rng(0))
+    x = np.zeros((2, 3))
+    with pytest.raises(ValueError, match=message):
+        net.input_gradient(x, target)
+    with pytest.raises(ValueError, match=message):
+        net.integrated_gradients(x, target)
+
+
+@pytest.mark.parametrize("steps", [0, -1, MAX_IG_STEPS + 1, 2.5, True])
+def test_bad_steps_are_rejected(steps):
+    net = TwoLayerNet(3, 2, 4, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="steps must be an integer"):
+        net.integrated_gradients(np.zeros((2, 3)), np.array([0, 1]), steps=steps)
+
+
+def test_bad_input_and_baseline_shapes_are_rejected():
+    net = TwoLayerNet(3, 2, 4, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"x must be \(N, 3\)"):
+        net.input_gradient(np.zeros((2, 5)), np.array([0, 1]))
+    with pytest.raises(ValueError, match="baseline must be"):
+        net.integrated_gradients(np.zeros((2, 3)), np.array([0, 1]), baseline=np.zeros(5))
