@@ -91,7 +91,8 @@ RUN apt-get update -qq \
     && install -d -o app -g app /home/app/.cache /home/app/.cache/digits-serving "${DIGITS_DATA_CACHE}"
 COPY --from=builder /opt/venv /opt/venv
 # The shipped models as well: whichever service first mounts the compose file's empty model volume
-# fills it with them. `train` writes DATASET.npz into the working directory, beside them.
+# fills it with them. `train` writes DATASET.npz into the working directory, beside them, or with
+# --publish NAME the next version NAME/<N>/model.npz.
 COPY --chown=${APP_UID}:${APP_UID} models/ /app/models/
 USER ${APP_UID}:${APP_UID}
 WORKDIR /app/models
@@ -113,6 +114,8 @@ COPY --from=builder /opt/venv /opt/venv
 COPY gunicorn.conf.py ./
 COPY --chown=${APP_UID}:${APP_UID} models/ /app/models/
 USER ${APP_UID}:${APP_UID}
+# All interfaces: the service's own default is 127.0.0.1, which no published port could reach
+ENV HOST=0.0.0.0
 EXPOSE 8000
 # Ready = a valid default model is loaded. Python, since the image has no curl; no proxy for loopback.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \

@@ -238,11 +238,11 @@ compose_up() {
   wait_ready "$COMPOSE_PORT" "$api"
   check_health "$api"
   check_predict "$COMPOSE_PORT"
-  # the documented workflow: train into the model volume, and the API serves the new model
+  # the documented workflow: publish a version into the model volume, and the API serves it
   # without a restart (every worker polls the volume): wait until 10 answers in a row list it
   # (podman-compose wants --profile for `run`; docker compose enables a service's profile itself)
   compose --profile train run --rm -T -v "$SAMPLE:/data:ro" train \
-    train --dataset mnist --data-dir /data --epochs 1 --hidden-size 16 --output compose-ci.npz --no-progress
+    train --dataset mnist --data-dir /data --epochs 1 --hidden-size 16 --publish compose-ci --no-progress
   local models="" tries=0 in_a_row=0
   while [ "$in_a_row" -lt 10 ]; do
     models=$(curl -s --noproxy '*' -m 5 "http://127.0.0.1:$COMPOSE_PORT/readyz" || true)

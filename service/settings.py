@@ -57,9 +57,9 @@ class Settings:
 
     model_dir: Path = Path("models")
     default_model: str = "mnist"
-    #: All interfaces, as a container must (compose publishes only 127.0.0.1:8000 by default);
-    #: HOST=127.0.0.1 keeps a server run outside a container off the network.
-    host: str = "0.0.0.0"  # nosec B104
+    #: Loopback: `make serve` stays off the network. HOST=0.0.0.0 listens on all interfaces,
+    #: as a container must; the API image and docker-compose.yml set it themselves.
+    host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 2
     #: 1 runs gunicorn's sync worker; more runs gthread with this many threads per worker.

@@ -3,7 +3,15 @@
 Files are touched only by ``idx``, ``datasets``, ``export``, ``checkpoint``, ``plots`` and ``cli``.
 """
 
-from training.export import FORMAT_VERSION, ModelFile, ModelFormatError, load_model, save_model
+from training.export import (
+    FORMAT_VERSION,
+    ModelFile,
+    ModelFormatError,
+    PublishError,
+    load_model,
+    publish_model,
+    save_model,
+)
 from training.functions import (
     CROSS_ENTROPY_EPS,
     cross_entropy_error,
@@ -26,6 +34,7 @@ __all__ = [
     "NUMERICAL_GRADIENT_H",
     "ModelFile",
     "ModelFormatError",
+    "PublishError",
     "SimpleNet",
     "TwoLayerNet",
     "cross_entropy_error",
@@ -35,6 +44,7 @@ __all__ = [
     "load_model",
     "mean_squared_error",
     "numerical_gradient",
+    "publish_model",
     "save_model",
     "sigmoid",
     "sigmoid_grad",

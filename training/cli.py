@@ -27,7 +27,13 @@ from training.datasets import (
     as_training_arrays,
     load_dataset,
 )
-from training.export import ModelFormatError, load_model, save_model
+from training.export import (
+    ModelFormatError,
+    check_publish_target,
+    load_model,
+    publish_model,
+    save_model,
+)
 from training.fileio import atomic_write_bytes
 from training.nets import LOSSES, WEIGHT_INITS, TwoLayerNet, gradient_relative_errors
 from training.trainer import (
@@ -48,6 +54,8 @@ from training.trainer import (
 GRADCHECK_TOLERANCE = 1e-6
 #: Refresh the progress bar's loss every this many steps (keeps the loop's overhead negligible).
 PROGRESS_EVERY = 25
+#: The history's name beside ``model.npz`` in a version directory written by ``--publish``.
+PUBLISHED_HISTORY = "history.json"
 
 
 class UsageError(Exception):
@@ -93,10 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="model file to write (default: DATASET.npz in the current directory)",
     )
     train.add_argument(
+        "--publish",
+        type=Path,
+        default=None,
+        metavar="MODEL_DIR/NAME",
+        help="instead of --output: write the model as the next version MODEL_DIR/NAME/<N>/model.npz "
+        "(with history.json beside it), all at once, for the service to pick up",
+    )
+    train.add_argument(
         "--history",
         type=Path,
         default=None,
-        help="per-epoch metrics as JSON (default: beside --output, .history.json)",
+        help="per-epoch metrics as JSON (default: beside --output, .history.json; "
+        "with --publish, history.json in the version directory)",
     )
     train.add_argument("--plot", type=Path, default=None, help="also write a learning-curve PNG")
     train.add_argument(
@@ -199,8 +216,16 @@ class _StopFlag:
 def _train(args: argparse.Namespace) -> int:
     """Options -> config -> data -> ``run`` with the hooks below -> model, history and plot."""
     config = _train_config(args)
-    output: Path = args.output or Path(f"{args.dataset}.npz")
-    history_path: Path = args.history or output.with_suffix(".history.json")
+    if args.publish is not None:
+        if args.output is not None:
+            raise UsageError("--output and --publish both say where the model goes; give one")
+        # checked now, not after an hour of training; publish_model checks again when it writes
+        publish: Path | None = check_publish_target(args.publish)
+        output = args.publish.parent / (args.publish.name + ".npz")  # names the checkpoint only
+    else:
+        publish = None
+        output = args.output or Path(f"{args.dataset}.npz")
+    history_path: Path | None = args.history or (None if publish else output.with_suffix(".history.json"))
     checkpoint_path = args.resume if isinstance(args.resume, Path) else output.with_suffix(".ckpt")
     if args.plot is not None:
         _require_matplotlib()
@@ -251,9 +276,9 @@ def _train(args: argparse.Namespace) -> int:
         )
         return 128 + (stop.signum or signal.SIGINT)
 
-    _export(output, history_path, ds, config, state)
+    written = _export(output, publish, history_path, ds, config, state)
     checkpoint_path.unlink(missing_ok=True)
-    print(f"wrote {output} (test accuracy {state.history[-1]['test_accuracy']:.4f}) and {history_path}")
+    print(f"wrote {written[0]} (test accuracy {state.history[-1]['test_accuracy']:.4f}) and {written[1]}")
     if args.plot is not None:
         from training.plots import plot_learning_curve
 
@@ -323,8 +348,17 @@ class _EpochProgress:
         self._bar.close()
 
 
-def _export(output: Path, history_path: Path, ds: Dataset, config: TrainConfig, state: TrainState) -> None:
-    """The model (weights + metadata) and its per-epoch history, each written atomically."""
+def _export(
+    output: Path,
+    publish: Path | None,
+    history_path: Path | None,
+    ds: Dataset,
+    config: TrainConfig,
+    state: TrainState,
+) -> tuple[Path, Path]:
+    """The model (weights + metadata) and its per-epoch history, each written atomically, at
+    ``output``, or with ``publish`` as the next version in that directory (the history in the
+    version directory unless ``history_path`` says otherwise). Returns the two paths."""
     final = state.history[-1]
     metadata = {
         "input_shape": list(ds.x_train.shape[1:]),
@@ -339,13 +373,20 @@ def _export(output: Path, history_path: Path, ds: Dataset, config: TrainConfig, 
         },
         "metrics": {k: final[k] for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")},
     }
-    save_model(output, state.net, metadata)
-    atomic_write_bytes(
-        history_path,
-        json.dumps(
-            {"config": config.to_dict(), "dataset": ds.name, "epochs": state.history}, indent=2
-        ).encode(),
-    )
+    history = json.dumps(
+        {"config": config.to_dict(), "dataset": ds.name, "epochs": state.history}, indent=2
+    ).encode()
+    if publish is None:
+        assert history_path is not None  # noqa: S101 - _train sets it whenever it writes a file
+        save_model(output, state.net, metadata)
+        atomic_write_bytes(history_path, history)
+        return output, history_path
+    if history_path is None:  # in the version directory, published with the model
+        model_path = publish_model(state.net, metadata, publish, {PUBLISHED_HISTORY: history})
+        return model_path, model_path.with_name(PUBLISHED_HISTORY)
+    model_path = publish_model(state.net, metadata, publish)
+    atomic_write_bytes(history_path, history)
+    return model_path, history_path
 
 
 def _require_matplotlib() -> None:

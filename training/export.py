@@ -2,15 +2,22 @@
 
 Written atomically (temp file, fsync, rename); read with ``allow_pickle=False`` and checked
 (member names and sizes, shapes, dtypes, finiteness, format version) before anything uses it.
+``publish_model`` writes it as the next version ``MODEL_DIR/NAME/<N>/model.npz`` instead: a
+hidden directory filled, synced and renamed to ``N`` in one step.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import math
+import os
+import shutil
+import tempfile
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +26,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from training.fileio import atomic_write_with, read_bytes_checked
+from training.fileio import (
+    atomic_write_bytes,
+    atomic_write_with,
+    current_umask,
+    fsync_dir,
+    read_bytes_checked,
+)
 from training.nets import PARAM_NAMES, TwoLayerNet
 
 FORMAT_VERSION = 1
@@ -27,6 +40,15 @@ SUPPORTED_FORMAT_VERSIONS = (1,)
 #: A model file larger than this is refused before it is decompressed (a zip bomb guard).
 MAX_MODEL_BYTES = 256 * 1024 * 1024
 _MEMBERS = {f"{name}.npy" for name in (*PARAM_NAMES, "metadata")}
+#: The weights file inside a version directory, as ``service.registry`` reads it.
+VERSION_FILE = "model.npz"
+#: The flat layout's suffix: ``MODEL_DIR/NAME.npz``.
+MODEL_SUFFIX = ".npz"
+#: Versions tried after the first free one is taken by a concurrent publish, before giving up.
+MAX_PUBLISH_ATTEMPTS = 100
+#: rename(2) of a directory onto one that exists: ENOTEMPTY or EEXIST (both are allowed on
+#: Linux), ENOTDIR if it is a file.
+_TAKEN = {errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR}
 
 
 class ModelFormatError(ValueError):
@@ -95,6 +117,114 @@ def save_model(path: str | Path, net: TwoLayerNet, metadata: dict[str, Any]) -> 
         np.savez(fh, metadata=encoded, **arrays)  # type: ignore[arg-type]
 
     atomic_write_with(path, write)
+
+
+class PublishError(ValueError):
+    """A model cannot be published where asked; the message is one line naming the path(s)."""
+
+
+def check_publish_target(name_dir: str | Path) -> Path:
+    """``name_dir`` as a ``Path`` if a version can be published there, else ``PublishError``.
+
+    Its parent (``MODEL_DIR``) must exist; ``name_dir`` must be a directory or not exist yet, have
+    a name the service serves (not hidden, not ending in ``.npz``), and not also be a flat
+    ``MODEL_DIR/NAME.npz``: the service refuses one name in two layouts.
+    """
+    name_dir = Path(name_dir)
+    name = name_dir.name
+    if not name or name in (".", "..") or name.startswith(".") or name.endswith(MODEL_SUFFIX):
+        raise PublishError(
+            f"{name_dir}: not a model name; publish to MODEL_DIR/NAME with a NAME that is not hidden "
+            f"and does not end in {MODEL_SUFFIX}"
+        )
+    model_dir = name_dir.parent
+    if not model_dir.is_dir():
+        raise PublishError(f"{name_dir}: the model directory {model_dir} does not exist; create it first")
+    if name_dir.exists() and not name_dir.is_dir():
+        raise PublishError(f"{name_dir}: exists and is not a directory; publish to MODEL_DIR/NAME")
+    flat = model_dir / (name + MODEL_SUFFIX)
+    if flat.exists():
+        raise PublishError(
+            f"{flat} and {name_dir}: one model in two layouts, which the service refuses; "
+            f"move {flat} away or publish under another name"
+        )
+    return name_dir
+
+
+def next_version(name_dir: str | Path) -> int:
+    """1 + the largest version directory (``N``: a positive integer, no leading zeros) in
+    ``name_dir``; 1 if there is none. Other entries (``latest``, ``07``, hidden ones) do not count."""
+    versions = [
+        int(entry.name)
+        for entry in Path(name_dir).iterdir()
+        if is_version_name(entry.name) and entry.is_dir()
+    ]
+    return max(versions, default=0) + 1
+
+
+def is_version_name(name: str) -> bool:
+    """A positive integer without leading zeros, in ASCII digits: ``1``, ``12``; not ``07``, ``0``."""
+    return name.isascii() and name.isdigit() and not name.startswith("0")
+
+
+def publish_model(
+    net: TwoLayerNet,
+    metadata: dict[str, Any],
+    name_dir: str | Path,
+    files: Mapping[str, bytes] | None = None,
+) -> Path:
+    """Write ``net`` as the next version ``name_dir/<N>/model.npz``; return that file's path.
+
+    Everything goes into a hidden directory inside ``name_dir`` (``.tmp-<pid>-<random>``, which
+    the service ignores), each file written and fsynced, and the directory is then renamed to
+    ``N``: the version appears whole or not at all. ``files`` (name -> bytes) go beside the model
+    in the same directory, e.g. its history. If another publish takes ``N`` first, the next free
+    number is taken instead; on any failure the hidden directory is removed. ``name_dir`` is
+    created if it does not exist (its parent must); ``PublishError`` if it is not a place to
+    publish (see ``check_publish_target``).
+    """
+    name_dir = check_publish_target(name_dir)
+    name_dir.mkdir(exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=name_dir))
+    try:
+        # mkdtemp makes it 0700; give it the mode an ordinary mkdir would, so that a server
+        # running as another user in the same group can read the version
+        os.chmod(tmp, 0o777 & ~current_umask())
+        save_model(tmp / VERSION_FILE, net, metadata)
+        for name, data in (files or {}).items():
+            if name == VERSION_FILE or Path(name).name != name or name.startswith("."):
+                raise ValueError(f"{name!r} cannot go beside {VERSION_FILE} in a version directory")
+            atomic_write_bytes(tmp / name, data)
+        fsync_dir(tmp)
+        version_dir = claim_version(tmp, name_dir, next_version(name_dir))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return version_dir / VERSION_FILE
+
+
+def claim_version(tmp: Path, name_dir: Path, first: int) -> Path:
+    """Rename the filled directory ``tmp`` to ``name_dir/<N>`` for the first ``N >= first`` that
+    is free, and return that path. Another publish may take ``N`` between the look and the
+    rename: the rename then fails (the target exists and is not empty) and ``N + 1`` is tried,
+    up to ``MAX_PUBLISH_ATTEMPTS`` times. (rename(2) does replace an *empty* directory: one
+    without ``model.npz`` is not a version, and ``next_version`` counts it, so that only a
+    directory made empty in that instant is replaced.)
+    """
+    for version in range(first, first + MAX_PUBLISH_ATTEMPTS):
+        target = name_dir / str(version)
+        try:
+            os.rename(tmp, target)
+        except OSError as exc:
+            if exc.errno in _TAKEN:
+                continue
+            raise
+        fsync_dir(name_dir)
+        return target
+    raise PublishError(
+        f"{name_dir}: versions {first} to {first + MAX_PUBLISH_ATTEMPTS - 1} were all taken while "
+        "publishing; try again"
+    )
 
 
 def load_model(path: str | Path) -> ModelFile:

@@ -14,7 +14,7 @@ from service.settings import ENV_NAMES, MIB, Settings, SettingsError
 def test_defaults() -> None:
     s = Settings.from_env({})
     assert s == Settings()
-    assert (s.model_dir, s.default_model, s.host, s.port) == (Path("models"), "mnist", "0.0.0.0", 8000)
+    assert (s.model_dir, s.default_model, s.host, s.port) == (Path("models"), "mnist", "127.0.0.1", 8000)
     assert (s.max_batch_size, s.max_request_bytes, s.workers, s.threads) == (1000, 16 * MIB, 2, 1)
     assert not s.bench_noop and not s.access_log
 

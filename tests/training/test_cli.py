@@ -96,3 +96,60 @@ def test_evaluate_a_corrupt_model(tmp_path, mnist_sample_dir, capsys):
 def test_resume_without_checkpoint(tmp_path, mnist_sample_dir, capsys):
     assert main(train_args(mnist_sample_dir, tmp_path / "m.npz", "--resume")) == 2
     assert "m.ckpt: no such checkpoint" in one_error_line(capsys)
+
+
+def publish_args(data_dir, name_dir, *extra):
+    quick = ["--hidden-size", "8", "--batch-size", "50", "--epochs", "1", "--no-progress"]
+    return ["train", "--data-dir", str(data_dir), "--publish", str(name_dir), *quick, *extra]
+
+
+def test_train_publishes_the_next_version(tmp_path, mnist_sample_dir, capsys):
+    from service.registry import scan
+
+    name_dir = tmp_path / "models" / "digits"
+    name_dir.parent.mkdir()
+    assert main(publish_args(mnist_sample_dir, name_dir)) == 0
+    assert main(publish_args(mnist_sample_dir, name_dir, "--seed", "1")) == 0
+    stdout = capsys.readouterr().out
+    assert f"wrote {name_dir / '2' / 'model.npz'} " in stdout
+    assert sorted(p.name for p in name_dir.iterdir()) == ["1", "2"]
+    assert sorted(p.name for p in (name_dir / "2").iterdir()) == ["history.json", "model.npz"]
+    history = json.loads((name_dir / "2" / "history.json").read_text())
+    assert [e["epoch"] for e in history["epochs"]] == [1]
+    assert load_model(name_dir / "2" / "model.npz").metadata["training"]["seed"] == 1
+    assert not (tmp_path / "models" / "digits.ckpt").exists()  # the checkpoint went with success
+    found = scan(tmp_path / "models")
+    assert found.error is None and not found.failed
+    assert list(found.versions()["digits"]) == ["1", "2"]
+
+
+def test_publish_with_history_elsewhere(tmp_path, mnist_sample_dir):
+    name_dir = tmp_path / "digits"
+    history = tmp_path / "runs" / "h.json"
+    assert main(publish_args(mnist_sample_dir, name_dir, "--history", str(history))) == 0
+    assert sorted(p.name for p in (name_dir / "1").iterdir()) == ["model.npz"]
+    assert json.loads(history.read_text())["dataset"] == "mnist"
+
+
+@pytest.mark.parametrize(
+    ("setup", "extra", "message"),
+    [
+        (None, ["--output", "x.npz"], "--output and --publish both say where the model goes"),
+        ("flat", [], "models/digits.npz and {tmp}/models/digits: one model in two layouts"),
+        ("file", [], "models/digits: exists and is not a directory"),
+        ("no-parent", [], "the model directory {tmp}/models does not exist"),
+    ],
+)
+def test_publish_errors_are_one_line_and_exit_2(tmp_path, mnist_sample_dir, capsys, setup, extra, message):
+    models = tmp_path / "models"
+    if setup != "no-parent":
+        models.mkdir()
+    if setup == "flat":
+        (models / "digits.npz").write_bytes(b"")
+    if setup == "file":
+        (models / "digits").write_bytes(b"")
+    assert main(publish_args(mnist_sample_dir, models / "digits", *extra)) == 2
+    captured = capsys.readouterr()
+    assert "training" not in captured.out  # refused before any training
+    assert captured.err.count("\n") == 1 and captured.err.startswith("error: ")
+    assert message.format(tmp=tmp_path) in captured.err
