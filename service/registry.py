@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 
 from service.errors import StartupError
 from training import ModelFile, ModelFormatError, TwoLayerNet, load_model
+from training.export import is_version_name  # one rule for training's publish and serving
 
 MODEL_SUFFIX = ".npz"
 #: The weights file inside a version directory: ``MODEL_DIR/<name>/<version>/model.npz``.
@@ -97,7 +98,9 @@ def find_model_files(model_dir: str | Path) -> list[ModelSource]:
         if entry.name.startswith(".") or not entry.is_dir():
             continue
         versions = sorted(
-            (int(d.name), d) for d in entry.iterdir() if _is_version(d.name) and (d / VERSION_FILE).is_file()
+            (int(d.name), d)
+            for d in entry.iterdir()
+            if is_version_name(d.name) and (d / VERSION_FILE).is_file()
         )
         if not versions:
             continue
@@ -208,11 +211,6 @@ def scan(
         result.loaded.append(model)
     result.removed = [loaded.model for path, loaded in known.items() if path not in result.files]
     return result
-
-
-def _is_version(name: str) -> bool:
-    """A version directory's name: a positive integer without leading zeros, as Triton's."""
-    return name.isascii() and name.isdigit() and name[0] != "0"
 
 
 def _build_model(name: str, version: str, model_file: ModelFile) -> Model:
