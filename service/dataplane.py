@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 
 from service import images
 from service.errors import ImageTooLarge
-from service.inputs import JsonArray
+from service.inputs import JsonArray, NotNumbers
 from service.metrics import count_predictions
 from service.registry import Model
 
@@ -108,11 +108,11 @@ def batch_from_rows(value: Any, spec: InputSpec) -> NDArray[Any]:
     """
     if isinstance(value, JsonArray):
         check_batch_size(len(value), spec)
-        simple = value.rows()
-        if simple is not None:
-            arr = simple[1]
-            if arr is None:
-                raise InputError("numbers")
+        try:
+            arr = value.rows()
+        except NotNumbers:
+            raise InputError("numbers") from None
+        if arr is not None:
             return arr
         value = value.to_list()
     if not isinstance(value, list):

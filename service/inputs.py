@@ -33,6 +33,10 @@ _local = threading.local()
 MAX_JSON_DEPTH = 64
 
 
+class NotNumbers(ValueError):
+    """A ``JsonArray`` holds something other than numbers where numbers must be."""
+
+
 class JsonArray:
     """An array of numbers as the parser left it: not yet turned into Python objects.
 
@@ -70,11 +74,11 @@ class JsonArray:
         except TypeError:
             return None
 
-    def rows(self) -> tuple[tuple[int, ...], NDArray[np.float64] | None] | None:
-        """(shape, numbers) when the array is provably a batch of equal inputs, each a list of
-        numbers or a grid of equal rows: ``shape`` is (N, D) or (N, H, W) and ``numbers`` is
-        None if anything but numbers is among them. None when the structure is not that simple
-        (or cannot be proved so); the caller then reads ``to_list()`` instead.
+    def rows(self) -> NDArray[np.float64] | None:
+        """The numbers (N, D) or (N, H, W) when the array is provably a batch of equal inputs,
+        each a list of numbers or a grid of equal rows (``NotNumbers`` if anything but numbers is
+        among them). None when the structure is not that simple (or cannot be proved so); the
+        caller then reads ``to_list()`` instead.
 
         Proof: every input has the first one's length (of arrays of equal length), and the body
         has no ``[`` beyond those arrays, so every leaf is a scalar.
@@ -106,7 +110,9 @@ class JsonArray:
         if brackets != self.brackets:
             return None
         flat = self.flat()
-        return shape, None if flat is None else flat.reshape(shape)
+        if flat is None:
+            raise NotNumbers
+        return flat.reshape(shape)
 
 
 #: Where each protocol's numbers are, as paths into the body ("*": every item of an array):

@@ -3,7 +3,7 @@
 ``build_openapi`` walks the app's URL map: every rule becomes an operation, described by the
 ``Operation`` its view was declared with, so the document lists exactly the routes served. The
 schemas come from marshmallow through apispec; the custom fields (pixels, labels, tensor data)
-are described with the limits of the models served (input shapes, batch size, value ranges,
+are described with the limits of the default model (input shapes, batch size, value ranges,
 class count), and the ``name`` and ``version`` path parameters list the models and versions that
 exist, so a client or a fuzzer generating requests from the document reaches the models.
 """
@@ -33,7 +33,8 @@ API_VERSION = "1.0.0"
 
 
 def _custom_fields(spec: InputSpec) -> Callable[..., dict[str, Any]]:
-    """apispec's description of the custom fields, with the limits of the served models."""
+    """apispec's description of the custom fields, with the limits of ``spec`` (the default
+    model's: one document describes every model, and the shipped ones share their shapes)."""
     pixel = {"type": "number", "minimum": 0, "maximum": 1}
     one_input = []
     for shape in spec.accepted_shapes:

@@ -54,7 +54,7 @@ from service.registry import (
 from service.routes import route
 from service.schemas import ErrorResponseSchema, ReloadReportSchema
 from service.settings import Settings
-from service.state import EXTENSION, Endpoint, ServiceState
+from service.state import EXTENSION, Endpoint, ServiceState, state_of
 from service.views import json_response
 from training import ModelFormatError
 
@@ -177,7 +177,7 @@ class ModelWatcher:
             self._files = files
             self._failed = {p: s for p, s in self._failed.items() if p.exists()}
             versions = _versions(files)
-            if versions == _models(current_state(self.app)):
+            if versions == _models(state_of(self.app)):
                 return self._finish(report)
             self._swap(versions)
             report["changed"] = True
@@ -217,7 +217,7 @@ class ModelWatcher:
         return new
 
     def _finish(self, report: dict[str, Any]) -> dict[str, Any]:
-        state = current_state(self.app)
+        state = state_of(self.app)
         report["serving"] = {
             name: {"version": list(by_version)[-1], "versions": list(by_version)}
             for name, by_version in state.models.items()
@@ -302,10 +302,6 @@ def _models(state: ServiceState) -> dict[str, dict[str, Model]]:
 
 def _names(state: ServiceState) -> dict[str, list[str]]:
     return {name: list(by_version) for name, by_version in state.models.items()}
-
-
-def current_state(app: Flask) -> ServiceState:
-    return app.extensions[EXTENSION]  # type: ignore[no-any-return]
 
 
 def register_reload(app: Flask) -> None:

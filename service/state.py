@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from flask import current_app, request
+from flask import Flask, current_app, request
 
 from service.dataplane import InputSpec
 from service.errors import ModelNotFound, VersionNotFound
@@ -91,9 +91,14 @@ def _newest(by_version: dict[str, Endpoint]) -> Endpoint:
     return next(reversed(by_version.values()))
 
 
+def state_of(app: Flask) -> ServiceState:
+    """The state ``app`` serves now."""
+    return app.extensions[EXTENSION]
+
+
 def current() -> ServiceState:
     """The state of the app serving this request."""
-    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
+    return state_of(current_app)
 
 
 def lookup(name: str | None, version: str | None = None) -> Endpoint:
