@@ -15,6 +15,7 @@ from service.errors import StartupError, register_error_handlers
 from service.metrics import register_metrics
 from service.reload import load_models, register_reload
 from service.settings import Settings
+from service.tfserving import register_tfserving
 from service.v2 import register_v2
 from service.views import register_views
 
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, *, strict: bool = True) -> Flas
     app.register_blueprint(demo)
     register_reload(app)
     register_v2(app)
+    register_tfserving(app)
     register_auth(app, settings.token)
     register_cors(app, settings.cors_origins)
     load_models(app, settings, strict=strict)  # the routes are known: the OpenAPI document too

@@ -12,7 +12,9 @@ is decided here, once, for all of them:
   each input against the model's, the batch against ``MAX_BATCH_SIZE``, finiteness, the range of
   the values and their scale (pixel values 0-255 are divided by 255, as training did);
 * ``batch_from_images``: image files -> the model's batch, by ``service.images``;
-* ``infer``: the forward pass, the labels, and the per-class prediction counts for /metrics.
+* ``infer``: the forward pass, the labels, and the per-class prediction counts for /metrics;
+* ``explain``: why: the attributions of each input's pixels to a class's probability, by the
+  network's own backpropagation (``explain_options`` checks what a request asks for).
 
 A request that does not fit raises ``InputError`` with a ``reason`` and its parameters; each
 protocol words it in its own error shape (``message`` takes the protocol's templates), so the
@@ -35,6 +37,7 @@ from service.errors import ImageTooLarge
 from service.inputs import JsonArray, NotNumbers
 from service.metrics import count_predictions
 from service.registry import Model
+from training.nets import DEFAULT_IG_STEPS, MAX_IG_STEPS
 
 #: The largest pixel value of 8-bit images: integer pixel values are divided by it.
 PIXEL_MAX = 255
@@ -94,6 +97,31 @@ class Inference(NamedTuple):
 
     probabilities: NDArray[np.floating]
     labels: NDArray[np.intp]
+
+
+class Explanation(NamedTuple):
+    """Why the network answered as it did, per input: ``attributions`` (N, D) of the ``targets``
+    class's probability; ``convergence_delta`` (N,) for integrated gradients, else None."""
+
+    inference: Inference
+    method: str
+    targets: NDArray[np.intp]
+    steps: int | None
+    attributions: NDArray[np.floating]
+    convergence_delta: NDArray[np.floating] | None
+
+
+#: Explanation methods: the gradient of the target's probability with respect to the input
+#: (a saliency map), or integrated gradients from a black image (Sundararajan et al., 2017).
+EXPLAIN_METHODS = ("integrated_gradients", "gradient")
+DEFAULT_EXPLAIN_METHOD = "integrated_gradients"
+DEFAULT_EXPLAIN_STEPS = DEFAULT_IG_STEPS
+MAX_EXPLAIN_STEPS = MAX_IG_STEPS
+#: Integrated gradients backpropagate inputs x steps rows: a request may ask for this many
+#: (65,536 rows: about 20 GFLOP, well under a second), computed this many at a time (4,096
+#: rows of 784 float32: 13 MB per array), so memory does not grow with the batch.
+MAX_EXPLAIN_ROWS = 65_536
+EXPLAIN_CHUNK_ROWS = 4_096
 
 
 # --- numbers -> array ---------------------------------------------------------------------
@@ -264,3 +292,67 @@ def infer(model: Model, x: NDArray[np.floating]) -> Inference:
     labels = probabilities.argmax(axis=1)
     count_predictions(model.name, model.class_names, labels)
     return Inference(probabilities, labels)
+
+
+def explain_options(
+    n: int, spec: InputSpec, method: Any = None, target: Any = None, steps: Any = None
+) -> tuple[str, NDArray[np.intp] | None, int | None]:
+    """What an explanation request asks for, checked: (method, targets (N,) or None for the
+    predicted classes, steps or None for the gradient).
+
+    ``target`` is one class for every input or a list of one class per input; ``steps`` the
+    points on integrated gradients' path, at most ``MAX_EXPLAIN_STEPS`` and at most
+    ``MAX_EXPLAIN_ROWS`` over the whole batch.
+    """
+    method = DEFAULT_EXPLAIN_METHOD if method is None else method
+    if method not in EXPLAIN_METHODS:
+        raise InputError("method", methods=", ".join(EXPLAIN_METHODS), got=method)
+    classes = spec.num_classes or 0
+    targets = None
+    if target is not None:
+        values = target if isinstance(target, list) else [target]
+        if not all(_is_int(v) and 0 <= v < classes for v in values):
+            raise InputError("target", top=classes - 1)
+        if isinstance(target, list) and len(values) != n:
+            raise InputError("targets", n=n, got=len(values))
+        targets = np.broadcast_to(np.asarray(values, dtype=np.intp), (n,))
+    if method == "gradient":
+        if steps is not None:
+            raise InputError("steps_unused")
+        return method, targets, None
+    steps = DEFAULT_EXPLAIN_STEPS if steps is None else steps
+    if not _is_int(steps) or not 1 <= steps <= MAX_EXPLAIN_STEPS:
+        raise InputError("steps", max=MAX_EXPLAIN_STEPS)
+    if n * steps > MAX_EXPLAIN_ROWS:
+        raise InputError("explain_rows", max=MAX_EXPLAIN_ROWS, n=n, steps=steps)
+    return method, targets, int(steps)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def explain(
+    model: Model,
+    x: NDArray[np.floating],
+    method: str = DEFAULT_EXPLAIN_METHOD,
+    targets: NDArray[np.intp] | None = None,
+    steps: int | None = DEFAULT_EXPLAIN_STEPS,
+) -> Explanation:
+    """Attributions of each input's values to one class's probability (``targets``; default
+    the predicted class), as ``explain_options`` checked them, with the prediction (``infer``:
+    counted in /metrics like any other)."""
+    inference = infer(model, x)
+    t = inference.labels if targets is None else targets
+    net = model.net
+    if method == "gradient":
+        return Explanation(inference, method, t, None, net.input_gradient(x, t), None)
+    assert steps is not None  # (explain_options gives integrated gradients their steps)
+    attributions = np.empty(x.shape, dtype=net.dtype)
+    delta = np.empty(len(x), dtype=net.dtype)
+    chunk = max(1, EXPLAIN_CHUNK_ROWS // steps)
+    for start in range(0, len(x), chunk):
+        part = slice(start, start + chunk)
+        attributions[part], delta[part] = net.integrated_gradients(x[part], t[part], steps=steps)
+    attributions += 0.0  # -0.0 (a black pixel times a negative gradient) reads as 0.0
+    return Explanation(inference, method, t, steps, attributions, delta)

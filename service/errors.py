@@ -65,6 +65,13 @@ class ImageTooLarge(APIError):
     code = "image_too_large"
 
 
+class NotAcceptable(APIError):
+    """The answer cannot take the media type the client asked for (Accept)."""
+
+    status = 406
+    code = "not_acceptable"
+
+
 class UnsupportedMediaType(APIError):
     status = 415
     code = "unsupported_media_type"
@@ -110,6 +117,8 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
 #: are ``{"error": "<message>"}``. Its blueprint handles its views' errors; routing errors (404,
 #: 405) reach the handlers here before any blueprint is chosen, so these check the path.
 V2_PREFIX = "/v2"
+#: TF Serving's REST protocol's paths: ``/v1/models/<name>[/versions/<v>]:<verb>``.
+TFSERVING_PREFIX = "/v1/models/"
 
 
 def v2_error_response(status: int, message: str) -> Response:
@@ -121,9 +130,47 @@ def v2_error_response(status: int, message: str) -> Response:
     return Response(body, status=status, mimetype=JSON_MIMETYPE)
 
 
+def plain_error(exc: Exception) -> Response:
+    """An error of the protocols that answer ``{"error": "<message>"}`` (Open Inference
+    Protocol, TF Serving): their blueprints' error handler."""
+    if isinstance(exc, APIError):
+        message = exc.message
+        available = exc.details.get("available") if isinstance(exc.details, dict) else None
+        if available:
+            message += f" (available: {', '.join(available)})"
+        return v2_error_response(exc.status, message)
+    if isinstance(exc, HTTPException):
+        return v2_error_response(exc.code or 500, exc.description or exc.name)
+    log.exception("unhandled error")
+    return v2_error_response(500, "internal server error")
+
+
+def describe_messages(messages: Any, path: str = "") -> str:
+    """marshmallow's messages as one line: ``inputs[0].datatype: Must be one of: ...``."""
+    if isinstance(messages, dict):
+        parts = []
+        for key, value in messages.items():
+            if isinstance(key, int):
+                where = f"{path}[{key}]"
+            elif key == "_schema":
+                where = path
+            else:
+                where = f"{path}.{key}" if path else str(key)
+            parts.append(describe_messages(value, where))
+        return "; ".join(parts)
+    if isinstance(messages, list):
+        text = " ".join(str(m) for m in messages)
+        return f"{path}: {text}" if path else text
+    return f"{path}: {messages}" if path else str(messages)
+
+
 def is_v2_request() -> bool:
+    """The request speaks the Open Inference Protocol, or TF Serving's REST protocol
+    (``/v1/models/NAME:predict``, ``service/tfserving.py``): both answer ``{"error": "..."}``."""
     path = request.path
-    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
+    if path == V2_PREFIX or path.startswith(V2_PREFIX + "/"):
+        return True
+    return path.startswith(TFSERVING_PREFIX) and ":" in path.rpartition("/")[2]
 
 
 def _api_error(exc: APIError) -> Response:

@@ -115,10 +115,12 @@ class JsonArray:
         return flat.reshape(shape)
 
 
-#: Where each protocol's numbers are, as paths into the body ("*": every item of an array):
-#: v1's top-level ``inputs``, the Open Inference Protocol's ``data`` of each of ``inputs``.
+#: Where each protocol's numbers are, as paths into the body ("*": every item of an array;
+#: "a|b": the key a or b): v1's top-level ``inputs``, the Open Inference Protocol's ``data`` of
+#: each of ``inputs``, TF Serving's ``instances`` (rows) or ``inputs`` (columns).
 V1_NUMBERS = ("inputs",)
 V2_NUMBERS = ("inputs", "*", "data")
+TFSERVING_NUMBERS = ("instances|inputs",)
 
 
 def request_payload(request: Request) -> Any:
@@ -224,11 +226,12 @@ def _convert(value: Any, path: tuple[str, ...], found: list[JsonArray], depth: i
         return [_convert(item, rest, found, depth + 1) for item in value]
     if step != "*" and isinstance(value, simdjson.Object):
         result: dict[str, Any] = {}
+        keys = step.split("|") if "|" in step else (step,)
         for key in value:  # (not items(): it would convert everything to Python)
             if key in result:
                 raise duplicate_key(value)
             item = value[key]
-            if key != step:
+            if key not in keys:
                 result[key] = _plain(item, in_array=False, depth=depth + 1)
             elif not rest and isinstance(item, simdjson.Array):
                 found.append(JsonArray(item))

@@ -207,7 +207,7 @@ def build_openapi(app: Flask, state: ServiceState) -> dict[str, Any]:
                 },
             )
     document = spec.to_dict()
-    for name in ("PredictRequest", "LossRequest", "AccuracyRequest"):
+    for name in ("PredictRequest", "LossRequest", "AccuracyRequest", "ExplainRequest"):
         # exactly one source of inputs (schemas.PredictRequestSchema._check_batch), which
         # marshmallow says in a validator that apispec cannot see
         document["components"]["schemas"][name]["oneOf"] = [

@@ -223,6 +223,7 @@ def _build_model(name: str, version: str, model_file: ModelFile) -> Model:
     info = {
         "name": name,
         "version": version,
+        "ready": True,  # (KServe V1's model-ready call reads it; a model that is not is not listed)
         "sha256": model_file.sha256,
         "input_shape": list(input_shape),
         "input_size": net.input_size,

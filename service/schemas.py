@@ -139,6 +139,44 @@ class Labels(fields.Field):
             raise self.make_error("type") from None
 
 
+class WholeNumber(fields.Field):
+    """A non-negative integer, from JSON or from a form or query string ("64")."""
+
+    default_error_messages = {"type": "Must be a whole number."}
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> int:
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        raise self.make_error("type")
+
+
+class TargetClasses(fields.Field):
+    """One class for every input, or one per input: an integer or a list of them; in a form or
+    query string "3", "3,1,4" or a JSON array. Checked against the model by the data plane."""
+
+    default_error_messages = {"type": "Must be a class index, or a list of one class index per input."}
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> int | list[int]:
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                value = orjson.loads(text) if text.startswith("[") else [int(p) for p in text.split(",")]
+            except ValueError:
+                raise self.make_error("type") from None
+            if isinstance(value, list) and len(value) == 1:
+                value = value[0]
+        items = value if isinstance(value, list) else [value]
+        if not items or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            raise self.make_error("type")
+        return value  # type: ignore[no-any-return]
+
+
 class ImageData(fields.Field):
     """One image file: raw bytes (multipart, raw body) or a base64 string, data URL allowed."""
 
@@ -248,6 +286,65 @@ class LossRequestSchema(PredictRequestSchema):
     )
 
 
+#: How the data plane's refusals of explanation options read in a v1 validation error, and
+#: the field each belongs to.
+EXPLAIN_MESSAGES = {
+    "method": "Must be one of: {methods}.",
+    "target": "Must be a class in [0, {top}], or a list of one per input.",
+    "targets": "Got {got} targets for {n} inputs: send one class for all, or one per input.",
+    "steps": "Must be an integer in [1, {max}].",
+    "steps_unused": "steps applies to integrated_gradients only.",
+    "explain_rows": "Inputs x steps must be at most {max}, got {n} x {steps}: send fewer steps or "
+    "fewer inputs per request.",
+}
+EXPLAIN_FIELDS = {"targets": "target", "steps_unused": "steps", "explain_rows": "steps"}
+
+
+class ExplainRequestSchema(PredictRequestSchema):
+    """What predict takes, plus what to explain: the method, the target class, the steps."""
+
+    method = fields.String(
+        metadata={
+            "description": "integrated_gradients (the default: from a black image, the attributions "
+            "sum to p(x) - p(black)) or gradient (d p_target / d input).",
+            "enum": list(dataplane.EXPLAIN_METHODS),
+        }
+    )
+    target = TargetClasses(
+        metadata={
+            "description": "The class whose probability is explained: one for every input or one per "
+            "input. Default: each input's predicted class.",
+        }
+    )
+    steps = WholeNumber(
+        metadata={
+            "description": f"integrated_gradients only: points on the path, 1 to "
+            f"{dataplane.MAX_EXPLAIN_STEPS} (default {dataplane.DEFAULT_EXPLAIN_STEPS}); inputs x "
+            f"steps at most {dataplane.MAX_EXPLAIN_ROWS}.",
+        }
+    )
+
+    @post_load
+    def _to_batch(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Adds to predict's ``x``: ``options``, (method, targets, steps) as
+        ``dataplane.explain`` takes them, and ``from_images``: whether the inputs were image files."""
+        from_images = "images" in data
+        data = super()._to_batch(data, **kwargs)
+        data["from_images"] = from_images
+        try:
+            data["options"] = dataplane.explain_options(
+                len(data["x"]),
+                self.spec,
+                data.pop("method", None),
+                data.pop("target", None),
+                data.pop("steps", None),
+            )
+        except InputError as exc:
+            field = EXPLAIN_FIELDS.get(exc.reason, exc.reason)
+            raise ValidationError(exc.message(EXPLAIN_MESSAGES), field) from None
+        return data
+
+
 class AccuracyRequestSchema(PredictRequestSchema):
     labels = Labels(
         required=True,
@@ -271,6 +368,41 @@ class PredictResponseSchema(Schema):
     model = fields.String(required=True)
     version = fields.String(required=True, metadata={"description": "Hash of the model file."})
     predictions = fields.List(fields.Nested(PredictionSchema), required=True)
+
+
+class ExplanationSchema(Schema):
+    label = fields.Integer(required=True, metadata={"description": "The predicted class."})
+    class_name = fields.String(required=True)
+    probabilities = fields.List(fields.Float(), required=True)
+    target = fields.Integer(required=True, metadata={"description": "The class explained."})
+    target_name = fields.String(required=True)
+    method = fields.String(required=True, validate=validate.OneOf(dataplane.EXPLAIN_METHODS))
+    attributions = fields.List(
+        fields.List(fields.Float()),
+        required=True,
+        metadata={
+            "description": "Per input value (28x28 for MNIST), its share of the target's probability: "
+            "positive raised it, negative lowered it.",
+        },
+    )
+    convergence_delta = fields.Float(
+        metadata={
+            "description": "integrated_gradients: sum(attributions) - (p(x) - p(black)); near 0 when "
+            "the steps are enough.",
+        }
+    )
+    preprocessed = fields.List(
+        fields.List(fields.Float()),
+        metadata={"description": "Image inputs: the 28x28 the image became, which the attributions cover."},
+    )
+
+
+class ExplainResponseSchema(Schema):
+    model = fields.String(required=True)
+    version = fields.String(required=True)
+    method = fields.String(required=True, validate=validate.OneOf(dataplane.EXPLAIN_METHODS))
+    steps = fields.Integer(metadata={"description": "integrated_gradients: the points on the path."})
+    explanations = fields.List(fields.Nested(ExplanationSchema), required=True)
 
 
 class LossResponseSchema(Schema):
@@ -299,6 +431,9 @@ class ModelInfoSchema(Schema):
         required=True,
         metadata={"description": "The model's ready versions, oldest first; the last serves by default."},
     )
+    ready = fields.Boolean(
+        required=True, metadata={"description": "Always true: only loaded, valid models are listed."}
+    )
     sha256 = fields.String(required=True, metadata={"description": "SHA-256 of the weights file."})
     input_shape = fields.List(fields.Integer(), required=True)
     input_size = fields.Integer(required=True)
@@ -313,6 +448,14 @@ class ModelInfoSchema(Schema):
     metrics = fields.Raw(allow_none=True)
     created_at = fields.String(allow_none=True)
     metadata = fields.Dict(required=True, metadata={"description": "The file's full metadata."})
+    model_version_status = fields.List(
+        fields.Dict(),
+        metadata={
+            "description": "GET /v1/models/{name} only: TF Serving's model status, one entry per "
+            'ready version: {"version", "state": "AVAILABLE", "status": {"error_code": "OK", '
+            '"error_message": ""}}.',
+        },
+    )
 
 
 class ModelListResponseSchema(Schema):
@@ -344,11 +487,15 @@ class RequestSchemas:
     predict: PredictRequestSchema
     loss: LossRequestSchema
     accuracy: AccuracyRequestSchema
+    explain: ExplainRequestSchema
 
     @classmethod
     def for_spec(cls, spec: InputSpec) -> RequestSchemas:
         return cls(
-            PredictRequestSchema(spec=spec), LossRequestSchema(spec=spec), AccuracyRequestSchema(spec=spec)
+            PredictRequestSchema(spec=spec),
+            LossRequestSchema(spec=spec),
+            AccuracyRequestSchema(spec=spec),
+            ExplainRequestSchema(spec=spec),
         )
 
 

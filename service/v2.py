@@ -12,7 +12,10 @@ The routes, as kserve/open-inference-protocol ``specification/protocol/inference
 Every model has one input, ``input``: a batch of images, as FP32 (or FP16, FP64) values in
 [0, 1] or as UINT8 (or another integer type) pixel values 0-255, which are divided by 255. Its
 shape is ``[N, 784]``, or ``[N, 28, 28]``: the model's input shape, flat or as its image grid.
-Two outputs: ``probabilities`` (FP32 ``[N, C]``) and ``label`` (INT64 ``[N]``).
+Two outputs: ``probabilities`` (FP32 ``[N, C]``) and ``label`` (INT64 ``[N]``); a third,
+``attributions`` (FP32 ``[N, 784]``), only when ``outputs`` asks for it: why the network chose,
+per input value (``service.dataplane.explain``), with ``method``, ``target`` and ``steps`` as
+request parameters.
 
 Tensors travel as JSON (``data`` flat or nested, row-major) or, with the binary tensor data
 extension that Triton's and KServe's clients use by default, as raw little-endian bytes after
@@ -25,7 +28,6 @@ gives routing errors under ``/v2`` (404, 405) the same shape.
 
 from __future__ import annotations
 
-import logging
 import math
 import struct
 import zlib
@@ -38,16 +40,14 @@ import orjson
 from flask import Blueprint, Flask, Response, current_app, request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 from numpy.typing import NDArray
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from service import dataplane
-from service.errors import APIError, UnsupportedMediaType, v2_error_response
+from service.errors import APIError, UnsupportedMediaType, describe_messages, plain_error
 from service.inputs import JSON_MIMETYPE, V2_NUMBERS, loads_json, read_body
 from service.routes import route
 from service.schemas import InputSpec
 from service.state import Endpoint, current, lookup
-
-log = logging.getLogger(__name__)
 
 v2 = Blueprint("v2", __name__, url_prefix="/v2")
 
@@ -59,7 +59,13 @@ PLATFORM = "numpy_twolayernet"
 INPUT_NAME = "input"
 PROBABILITIES = "probabilities"
 LABEL = "label"
-OUTPUT_NAMES = (PROBABILITIES, LABEL)
+#: Asked for by name only: the attributions of each input value to a class's probability.
+ATTRIBUTIONS = "attributions"
+OUTPUT_NAMES = (PROBABILITIES, LABEL, ATTRIBUTIONS)
+#: The outputs sent when the request names none.
+DEFAULT_OUTPUTS = (PROBABILITIES, LABEL)
+#: Request parameters that say what ``attributions`` explains.
+EXPLAIN_PARAMETERS = ("method", "target", "steps")
 #: Request and response header: the length of the JSON that binary tensor data follows.
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_MIMETYPE = "application/octet-stream"
@@ -207,11 +213,16 @@ class InferenceRequestSchema(Schema):
     id = fields.String(validate=_echoable, metadata={"description": "Echoed in the response."})
     parameters = fields.Dict(
         keys=fields.String(),
-        metadata={"description": "binary_data_output: true sends every output as raw bytes."},
+        metadata={
+            "description": "binary_data_output: true sends every output as raw bytes; method, "
+            "target and steps: what the attributions output explains."
+        },
     )
     inputs = fields.Nested(RequestInputSchema, many=True, required=True, validate=validate.Length(min=1))
     outputs = fields.Nested(
-        RequestOutputSchema, many=True, metadata={"description": "Which outputs to send (default: all)."}
+        RequestOutputSchema,
+        many=True,
+        metadata={"description": "Which outputs to send (default: probabilities and label)."},
     )
 
 
@@ -449,6 +460,21 @@ def model_metadata(name: str, version: str | None = None) -> Response:
                     "shape": [-1],
                     "parameters": {"class_names": list(model.class_names)},
                 },
+                {
+                    "name": ATTRIBUTIONS,
+                    "datatype": "FP32",
+                    "shape": [-1, model.input_size],
+                    "parameters": {
+                        "sent": "only when outputs names it",
+                        "methods": list(dataplane.EXPLAIN_METHODS),
+                        "request_parameters": {
+                            "method": f"default {dataplane.DEFAULT_EXPLAIN_METHOD}",
+                            "target": "a class, or one per input; default the predicted one",
+                            "steps": f"integrated_gradients: 1 to {dataplane.MAX_EXPLAIN_STEPS}, "
+                            f"default {dataplane.DEFAULT_EXPLAIN_STEPS}",
+                        },
+                    },
+                },
             ],
         }
     )
@@ -496,10 +522,33 @@ def infer(name: str, version: str | None = None) -> Response:
     try:
         req = load_request(loads_json(header, V2_NUMBERS))
     except ValidationError as exc:
-        raise APIError(_describe(exc.messages)) from None
+        raise APIError(describe_messages(exc.messages)) from None
     x = _input_batch(req, endpoint.spec, binary)
     outputs = _requested_outputs(req, endpoint.model.num_classes)
-    return _infer_response(endpoint, req.get("id"), outputs, dataplane.infer(endpoint.model, x))
+    options = _explain_options(req, outputs, len(x), endpoint.spec)
+    if options is None:
+        return _infer_response(endpoint, req.get("id"), outputs, dataplane.infer(endpoint.model, x))
+    explanation = dataplane.explain(endpoint.model, x, *options)
+    return _infer_response(endpoint, req.get("id"), outputs, explanation.inference, explanation.attributions)
+
+
+def _explain_options(
+    req: dict[str, Any], outputs: list[tuple[str, bool, int]], n: int, spec: InputSpec
+) -> tuple[str, NDArray[np.intp] | None, int | None] | None:
+    """What ``attributions`` explains, from the request's parameters; None if not asked for."""
+    parameters = req.get("parameters", {})
+    given = [name for name in EXPLAIN_PARAMETERS if name in parameters]
+    if not any(name == ATTRIBUTIONS for name, _, _ in outputs):
+        if given:
+            raise APIError(
+                f"parameters.{', parameters.'.join(given)}: for the {ATTRIBUTIONS!r} output only; "
+                "ask for it in 'outputs'"
+            )
+        return None
+    try:
+        return dataplane.explain_options(n, spec, *(parameters.get(name) for name in EXPLAIN_PARAMETERS))
+    except dataplane.InputError as exc:
+        raise APIError("parameters." + exc.message(_MESSAGES, datatype="")) from None
 
 
 # --- the request --------------------------------------------------------------------------
@@ -597,6 +646,13 @@ _MESSAGES = {
     "finite": "values must be finite (no NaN or infinity)",
     "range": "{datatype} values must be in [0, 1]; send 0-255 pixel values as UINT8",
     "whole": "{datatype} values must be whole pixel values in [0, {top:g}]",
+    # the parameters of the attributions output (prefixed with "parameters.")
+    "method": "method must be one of: {methods}; got {got!r}",
+    "target": "target must be a class in [0, {top}], or a list of one per input",
+    "targets": "target: got {got} classes for {n} inputs: send one class for all, or one per input",
+    "steps": "steps must be an integer in [1, {max}]",
+    "steps_unused": "steps applies to the integrated_gradients method only",
+    "explain_rows": "steps: inputs x steps must be at most {max}, got {n} x {steps}",
 }
 
 
@@ -606,7 +662,7 @@ def _requested_outputs(req: dict[str, Any], num_classes: int) -> list[tuple[str,
     binary_default = parameters.get("binary_data_output", False)
     if not isinstance(binary_default, bool):
         raise APIError("parameters.binary_data_output must be true or false")
-    asked = req.get("outputs") or [{"name": name} for name in OUTPUT_NAMES]
+    asked = req.get("outputs") or [{"name": name} for name in DEFAULT_OUTPUTS]
     outputs: list[tuple[str, bool, int]] = []
     for output in asked:
         name = output["name"]
@@ -631,6 +687,7 @@ def _infer_response(
     request_id: str | None,
     outputs: list[tuple[str, bool, int]],
     result: dataplane.Inference,
+    attributions: NDArray[np.floating] | None = None,
 ) -> Response:
     model = endpoint.model
     probabilities = result.probabilities.astype("<f4", copy=False)
@@ -643,6 +700,10 @@ def _infer_response(
         if name == LABEL:
             values: Any = labels.astype("<i8", copy=False)
             tensor.update(datatype="INT64", shape=[batch])
+        elif name == ATTRIBUTIONS:
+            assert attributions is not None  # (asked for: computed)
+            values = attributions.astype("<f4", copy=False).ravel()
+            tensor.update(datatype="FP32", shape=list(attributions.shape))
         elif top:
             values = _top_classes(probabilities, top, model.class_names)
             tensor.update(datatype="BYTES", shape=[batch, top])
@@ -689,38 +750,10 @@ def _json(body: Any) -> Response:
 
 
 # --- errors -------------------------------------------------------------------------------
-def _describe(messages: Any, path: str = "") -> str:
-    """marshmallow's messages as one line: ``inputs[0].datatype: Must be one of: ...``."""
-    if isinstance(messages, dict):
-        parts = []
-        for key, value in messages.items():
-            if isinstance(key, int):
-                where = f"{path}[{key}]"
-            elif key == "_schema":
-                where = path
-            else:
-                where = f"{path}.{key}" if path else str(key)
-            parts.append(_describe(value, where))
-        return "; ".join(parts)
-    if isinstance(messages, list):
-        text = " ".join(str(m) for m in messages)
-        return f"{path}: {text}" if path else text
-    return f"{path}: {messages}" if path else str(messages)
-
-
 @v2.errorhandler(Exception)
 def _error(exc: Exception) -> Response:
     """Every error of a v2 route as the protocol's ``{"error": "<message>"}``."""
-    if isinstance(exc, APIError):
-        message = exc.message
-        available = exc.details.get("available") if isinstance(exc.details, dict) else None
-        if available:
-            message += f" (available: {', '.join(available)})"
-        return v2_error_response(exc.status, message)
-    if isinstance(exc, HTTPException):
-        return v2_error_response(exc.code or 500, exc.description or exc.name)
-    log.exception("unhandled error")
-    return v2_error_response(500, "internal server error")
+    return plain_error(exc)
 
 
 def register_v2(app: Flask) -> None:

@@ -12,22 +12,28 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import orjson
 from flask import Blueprint, Flask, Response, request
 from flask.json.provider import JSONProvider
 from flask_swagger_ui import get_swaggerui_blueprint
 from marshmallow import Schema
+from numpy.typing import NDArray
 
 from service import dataplane
-from service.errors import NotReady
+from service.errors import NotAcceptable, NotReady
+from service.heatmap import PNG_MIMETYPE, heatmap_png
 from service.images import IMAGE_MIMETYPES
 from service.inputs import JSON_MIMETYPE, request_payload
 from service.registry import Model
+from service.responses import explanation_items
 from service.routes import document_only, route
 from service.schemas import (
     AccuracyRequestSchema,
     AccuracyResponseSchema,
     ErrorResponseSchema,
+    ExplainRequestSchema,
+    ExplainResponseSchema,
     LossRequestSchema,
     LossResponseSchema,
     ModelInfoSchema,
@@ -114,6 +120,30 @@ def inference(
                 "description": "Raw image bodies only: the loss function.",
             }
         )
+    if action == "explain":
+        form["method"] = {"type": "string", "enum": list(dataplane.EXPLAIN_METHODS)}
+        form["target"] = {"type": "string", "description": "'3', '3,1,4' or a JSON array"}
+        form["steps"] = {"type": "integer", "minimum": 1, "maximum": dataplane.MAX_EXPLAIN_STEPS}
+        query += [
+            {
+                "name": "method",
+                "in": "query",
+                "schema": {"type": "string", "enum": list(dataplane.EXPLAIN_METHODS)},
+                "description": "Raw image bodies only: the explanation method.",
+            },
+            {
+                "name": "target",
+                "in": "query",
+                "schema": {"type": "integer", "minimum": 0},
+                "description": "Raw image bodies only: the class to explain (default: the predicted one).",
+            },
+            {
+                "name": "steps",
+                "in": "query",
+                "schema": {"type": "integer", "minimum": 1, "maximum": dataplane.MAX_EXPLAIN_STEPS},
+                "description": "Raw image bodies only: integrated gradients' steps.",
+            },
+        ]
     content: dict[str, Any] = {"multipart/form-data": {"schema": {"type": "object", "properties": form}}}
     for mimetype in sorted(IMAGE_MIMETYPES):
         content[mimetype] = {"schema": {"type": "string", "format": "binary"}}
@@ -213,6 +243,74 @@ def accuracy(name: str | None = None, version: str | None = None) -> Response:
     )
 
 
+@route(
+    api,
+    "/v1/models/<name>/explain",
+    "/v1/models/<name>/versions/<version>/explain",
+    "/explain",
+    **{
+        **inference(
+            "explain",
+            "Why: per input, the attributions of its pixels to a class's probability (integrated "
+            "gradients or the gradient, by the network's own backpropagation). With Accept: image/png "
+            "and one input, a heatmap of them over the input.",
+            ExplainRequestSchema,
+            ExplainResponseSchema,
+        ),
+        "response_content": {
+            PNG_MIMETYPE: {
+                "schema": {"type": "string", "format": "binary"},
+                "example": "(a 280x280 PNG: red raised the target's probability, blue lowered it)",
+            }
+        },
+        "errors": {**ERRORS, "406": "Accept: image/png with more than one input"},
+    },
+)
+def explain(name: str | None = None, version: str | None = None) -> Response:
+    endpoint = lookup(name, version)
+    data = endpoint.schemas.explain.load(request_payload(request))
+    model = endpoint.model
+    x = data["x"]
+    want_png = _wants_png()
+    if want_png and len(x) != 1:
+        raise NotAcceptable(
+            f"a heatmap shows one input, got {len(x)}: send one input, or Accept: application/json"
+        )
+    result = dataplane.explain(model, x, *data["options"])
+    shape = model.image_size or model.input_shape
+    if want_png:
+        return _heatmap_response(model, result, x[0].reshape(shape), shape)
+    body: dict[str, Any] = {"model": model.name, "version": model.version, "method": result.method}
+    if result.steps is not None:
+        body["steps"] = result.steps
+    body["explanations"] = explanation_items(model, result, x if data["from_images"] else None)
+    return json_response(body)
+
+
+def _wants_png() -> bool:
+    """Accept prefers image/png to JSON (a browser's ``*/*`` and no Accept at all mean JSON)."""
+    accept = request.accept_mimetypes
+    return accept.quality(PNG_MIMETYPE) > accept.quality(JSON_MIMETYPE) if accept else False
+
+
+def _heatmap_response(
+    model: Model, result: dataplane.Explanation, image: NDArray[np.floating], shape: tuple[int, ...]
+) -> Response:
+    if len(shape) != 2:
+        raise NotAcceptable(
+            f"model {model.name!r} takes inputs of shape {list(shape)}, not images: no heatmap"
+        )
+    response = Response(heatmap_png(result.attributions[0].reshape(shape), image), mimetype=PNG_MIMETYPE)
+    headers = response.headers
+    headers["X-Model"], headers["X-Model-Version"] = model.name, model.version
+    headers["X-Label"] = str(int(result.inference.labels[0]))
+    headers["X-Target"] = str(int(result.targets[0]))
+    headers["X-Method"] = result.method
+    if result.convergence_delta is not None:
+        headers["X-Convergence-Delta"] = f"{float(result.convergence_delta[0]):.6g}"
+    return response
+
+
 def _predictions(model: Model, result: dataplane.Inference) -> list[dict[str, Any]]:
     """Rows stay numpy: orjson writes a float32 row in its shortest exact form, a third
     shorter than the float64 digits ``tolist()`` would give, and reading it back as float32
@@ -232,7 +330,7 @@ _MODEL_LINKS = {
         "parameters": {"name": "$response.body#/models/0/name"},
         "description": f"{operation} with the first model listed",
     }
-    for operation in ("predict", "loss", "accuracy", "model_info", "preprocess")
+    for operation in ("predict", "loss", "accuracy", "explain", "model_info", "preprocess")
 }
 
 
@@ -271,7 +369,17 @@ def list_models() -> Response:
 def model_info(name: str, version: str | None = None) -> Response:
     """The model's metadata; ``versions`` lists its ready versions, oldest first."""
     model = lookup(name, version).model
-    return json_response({**model.info, "versions": current().versions(model.name)})
+    versions = current().versions(model.name)
+    return json_response(
+        {
+            **model.info,
+            "versions": versions,
+            "model_version_status": [
+                {"version": v, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+                for v in ([model.version] if version is not None else reversed(versions))
+            ],
+        }
+    )
 
 
 # --- health -------------------------------------------------------------------------------

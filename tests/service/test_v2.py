@@ -64,7 +64,13 @@ def test_model_metadata_declares_input_and_outputs(
     }
     assert inp["parameters"]["shapes"] == shapes
     assert {"FP32", "FP64", "UINT8", "INT64"} <= set(inp["parameters"]["datatypes"])
-    probabilities, label = metadata["outputs"]
+    probabilities, label, attributions = metadata["outputs"]
+    assert {k: attributions[k] for k in ("name", "datatype", "shape")} == {
+        "name": "attributions",
+        "datatype": "FP32",
+        "shape": [-1, 784],
+    }
+    assert attributions["parameters"]["methods"] == ["integrated_gradients", "gradient"]
     assert probabilities == {"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]}
     assert {k: label[k] for k in ("name", "datatype", "shape")} == {
         "name": "label",
