@@ -220,6 +220,25 @@ CASES = [
     _post_json(
         "unknown-loss", {"inputs": _two_rows, "labels": [1, 2], "loss": "hinge"}, "/loss", detail="loss"
     ),
+    # --- explain's options, and its heatmap ---
+    _post_json(
+        "explain-unknown-method", {"inputs": _two_rows, "method": "lime"}, "/explain", detail="method"
+    ),
+    _post_json(
+        "explain-target-out-of-classes", {"inputs": _two_rows, "target": 10}, "/explain", detail="target"
+    ),
+    _post_json(
+        "explain-steps-zero", {"inputs": _two_rows, "steps": 0}, "/v1/models/mnist/explain", detail="steps"
+    ),
+    Case(
+        "explain-heatmap-of-two",
+        "POST",
+        "/explain",
+        _json({"inputs": _two_rows}),
+        {**JSON, "Accept": "image/png"},
+        406,
+        "not_acceptable",
+    ),
 ]
 
 

@@ -87,7 +87,7 @@ def test_health_and_metadata(triton: Any) -> None:
     assert "binary_tensor_data" in server["extensions"]
     metadata = triton.get_model_metadata("mnist")
     assert metadata["inputs"][0]["shape"] == [-1, 784]
-    assert [o["name"] for o in metadata["outputs"]] == ["probabilities", "label"]
+    assert [o["name"] for o in metadata["outputs"]] == ["probabilities", "label", "attributions"]
     [version] = metadata["versions"]
     assert triton.get_model_metadata("mnist", model_version=version) == metadata
     assert triton.is_model_ready("mnist", model_version=version)
@@ -135,6 +135,31 @@ def test_requested_outputs_classification_and_compression(triton: Any, client: F
     for row, probabilities in zip(top, want["probabilities"].reshape(2, 10), strict=True):
         indices = [int(item.decode().split(":")[1]) for item in row]
         assert indices == np.argsort(-probabilities, kind="stable")[:3].tolist()
+
+
+def test_attributions_output_with_explain_parameters(triton: Any, client: FlaskClient) -> None:
+    x = pixels(2, seed=3)
+    outputs = [httpclient.InferRequestedOutput("attributions"), httpclient.InferRequestedOutput("label")]
+    result = triton.infer(
+        "mnist",
+        [fp32_input(x.reshape(2, 784) / 255)],
+        outputs=outputs,
+        parameters={"method": "gradient", "target": 4},
+    )
+    attributions = result.as_numpy("attributions")
+    assert attributions.dtype == np.float32 and attributions.shape == (2, 784)
+    v1 = client.post(
+        "/v1/models/mnist/explain",
+        json={
+            "inputs": x.reshape(2, 784).tolist(),
+            "pixel_range": "0-255",
+            "method": "gradient",
+            "target": 4,
+        },
+    ).get_json()
+    want = np.asarray([item["attributions"] for item in v1["explanations"]], dtype=np.float32)
+    np.testing.assert_allclose(attributions, want.reshape(2, 784), rtol=1e-5, atol=1e-9)
+    assert result.as_numpy("label").tolist() == [item["label"] for item in v1["explanations"]]
 
 
 def test_versioned_infer(triton: Any) -> None:

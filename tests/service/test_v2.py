@@ -313,3 +313,71 @@ def test_case_ids_are_unique() -> None:
 
 def test_405_names_the_allowed_methods(client: FlaskClient) -> None:
     assert "POST" in client.get(INFER).headers["Allow"]
+
+
+# --- the attributions output --------------------------------------------------------------
+def test_attributions_are_sent_only_when_asked_and_equal_v1_explain(client: FlaskClient) -> None:
+    pixels = digits(2)
+    request = {"inputs": [tensor(pixels.ravel().tolist(), [2, ROW], "UINT8")]}
+    assert [o["name"] for o in infer(client, request)["outputs"]] == ["probabilities", "label"]
+    asked = {
+        **request,
+        "outputs": [{"name": "label"}, {"name": "attributions"}],
+        "parameters": {"method": "integrated_gradients", "target": [3, 4], "steps": 16},
+    }
+    body = outputs(infer(client, asked))
+    assert (body["attributions"]["datatype"], body["attributions"]["shape"]) == ("FP32", [2, ROW])
+    v1 = client.post(
+        "/v1/models/mnist/explain",
+        json={"inputs": pixels.tolist(), "pixel_range": "0-255", "target": [3, 4], "steps": 16},
+    ).get_json()
+    expected = np.asarray([item["attributions"] for item in v1["explanations"]], dtype=np.float32)
+    np.testing.assert_allclose(np.reshape(body["attributions"]["data"], (2, ROW)), expected.reshape(2, ROW))
+    assert body["label"]["data"] == [item["label"] for item in v1["explanations"]]
+
+
+def test_attributions_as_binary_data(client: FlaskClient) -> None:
+    pixels = digits(1)
+    header = {
+        "inputs": [
+            {"name": "input", "shape": [1, ROW], "datatype": "UINT8", "parameters": {"binary_data_size": ROW}}
+        ],
+        "outputs": [{"name": "attributions", "parameters": {"binary_data": True}}],
+        "parameters": {"method": "gradient"},
+    }
+    data, headers = binary_body(header, pixels.tobytes())
+    response = client.post(INFER, data=data, headers=headers)
+    _, arrays = split_binary(response)
+    v1 = client.post(
+        "/v1/models/mnist/explain",
+        json={"inputs": pixels.tolist(), "pixel_range": "0-255", "method": "gradient"},
+    ).get_json()
+    np.testing.assert_allclose(
+        arrays["attributions"], np.reshape(v1["explanations"][0]["attributions"], (1, ROW))
+    )
+
+
+@pytest.mark.parametrize(
+    ("parameters", "outputs_asked", "says"),
+    [
+        ({"method": "gradient"}, None, "parameters.method: for the 'attributions' output only"),
+        ({"method": "deeplift"}, [{"name": "attributions"}], "parameters.method must be one of"),
+        ({"target": 10}, [{"name": "attributions"}], "parameters.target must be a class in [0, 9]"),
+        ({"steps": 0}, [{"name": "attributions"}], "parameters.steps must be an integer in [1, 1024]"),
+        ({"method": "gradient", "steps": 4}, [{"name": "attributions"}], "integrated_gradients method only"),
+        ({}, [{"name": "attributions", "parameters": {"classification": 2}}], "classification applies"),
+    ],
+)
+def test_attributions_parameters_are_checked(
+    client: FlaskClient,
+    parameters: dict[str, object],
+    outputs_asked: list[dict[str, object]] | None,
+    says: str,
+) -> None:
+    request: dict[str, object] = {"inputs": [tensor(digits(1).ravel().tolist(), [1, ROW], "UINT8")]}
+    request["parameters"] = parameters
+    if outputs_asked is not None:
+        request["outputs"] = outputs_asked
+    response = client.post(INFER, data=orjson.dumps(request), content_type="application/json")
+    assert response.status_code == 400
+    assert says in response.get_json()["error"]
