@@ -174,6 +174,8 @@ def is_v2_request() -> bool:
 
 
 def _api_error(exc: APIError) -> Response:
+    if is_v2_request():  # e.g. GET /v1/models/mnist:predict, which the model-info route takes
+        return plain_error(exc)
     return error_response(exc.status, exc.code, exc.message, exc.details)
 
 

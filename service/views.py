@@ -19,6 +19,7 @@ from flask.json.provider import JSONProvider
 from flask_swagger_ui import get_swaggerui_blueprint
 from marshmallow import Schema
 from numpy.typing import NDArray
+from werkzeug.routing import BaseConverter
 
 from service import dataplane
 from service.errors import NotAcceptable, NotReady
@@ -355,10 +356,17 @@ def list_models() -> Response:
     )
 
 
+class NoVerbConverter(BaseConverter):
+    """A path segment that does not end in one of TF Serving's verbs (``mnist:predict``), so
+    ``GET /v1/models/mnist:predict`` is that route's 405, not a lookup of a model named so."""
+
+    regex = r"[^/]+(?<!:predict)(?<!:explain)"
+
+
 @route(
     api,
-    "/v1/models/<name>",
-    "/v1/models/<name>/versions/<version>",
+    "/v1/models/<noverb:name>",
+    "/v1/models/<name>/versions/<noverb:version>",
     summary="A model's metadata: input shape, classes, preprocessing, metrics, version (the newest, "
     "which serves by default), and its ready versions.",
     tags=("models",),
@@ -449,6 +457,7 @@ DOCS_URL = "/docs"
 
 def register_views(app: Flask, settings: Settings) -> None:
     app.json = OrjsonProvider(app)
+    app.url_map.converters["noverb"] = NoVerbConverter
     app.register_blueprint(
         get_swaggerui_blueprint(
             DOCS_URL,

@@ -175,7 +175,7 @@ def test_security_in_the_document_is_the_routes_declared_access(app: Flask) -> N
         if is_document(app, rule.endpoint):
             assert access_of(app, rule.endpoint) == "open"
             continue
-        path = re.sub(r"<([^<>]+)>", r"{\1}", rule.rule)
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)  # (a converter: <noverb:name>)
         for method in rule.methods & METHODS:  # type: ignore[operator]
             operation = spec["paths"][path][method.lower()]
             access = access_of(app, rule.endpoint)

@@ -177,6 +177,8 @@ def test_transport_errors_are_tf_serving_shaped(client: FlaskClient) -> None:
         (client.post("/v1/models/mnist:predict", data=b'{"instances": [[0.1,'), 400),
         (client.post("/v1/models/mnist:predict", data=b"\x89PNG", content_type="image/png"), 415),
         (client.post("/v1/models/mnist:frobnicate", json={"instances": [ZERO]}), 405),
+        (client.get("/v1/models/mnist:predict"), 405),
+        (client.get("/v1/models/mnist/versions/1:explain"), 405),
         (client.post("/v1/models/mnist:predict", data=b"{" + b" " * TEST_MAX_REQUEST_BYTES + b"}"), 413),
     ]
     for response, status in cases:
