@@ -373,9 +373,13 @@ def test_a_401_asks_for_the_access_token_and_the_token_is_sent(page: Any, server
     page.unroute("**/v1/models/*/predict")
 
     page.fill("#token", "s3cret")
-    with page.expect_request(lambda r: r.url.endswith("/predict")) as sent:
+    with (
+        page.expect_request(lambda r: r.url.endswith("/predict")) as sent,
+        page.expect_request(lambda r: r.url.endswith("/explain")) as why,
+    ):
         page.press("#token", "Enter")  # a change event: the last drawing is sent again
     assert sent.value.headers.get("authorization") == "Bearer s3cret"
+    assert why.value.headers.get("authorization") == "Bearer s3cret"  # the heatmap's request too
     expect(page.locator("#prediction")).to_have_text("1")
     expect(page.locator("#error")).to_be_hidden()
     assert page.evaluate("sessionStorage.getItem('digits-demo-token')") == "s3cret"
