@@ -44,8 +44,8 @@ bench-serve: $(STAMP)  ## requests/s of predict vs a no-op floor under gunicorn 
 	$(BIN)/python bench/serve_load.py --duration 10 --rounds 2
 
 lint: $(STAMP)  ## ruff (lint and format check) + mypy, as CI runs them
-	$(BIN)/ruff check training service tests bench
-	$(BIN)/ruff format --check training service tests bench
+	$(BIN)/ruff check training service tests bench examples
+	$(BIN)/ruff format --check training service tests bench examples
 	$(BIN)/mypy training service
 
 clean:

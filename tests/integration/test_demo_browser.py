@@ -12,18 +12,24 @@ module is skipped, saying which is missing, where they are not installed.
 from __future__ import annotations
 
 import http.client
+import io
 import os
 import re
 import shutil
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import requests
 from gunicorn_testkit import gunicorn, stop, wait_ready
+from numpy.typing import NDArray
+from PIL import Image
 from service_testkit import DIGITS, FASHION_CLASSES, drawn_digit, png_bytes
 
 sync_api = pytest.importorskip(
@@ -43,6 +49,8 @@ expect = sync_api.expect
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / "models"
 SCREENSHOT = ROOT / "docs" / "demo.png"
+EXAMPLE_SEVEN = ROOT / "examples" / "digit-7.png"
+HEATMAP_SIDE = 280  # service/heatmap.py: 28x28 cells of 10x10 pixels
 PREFIX = "/some/prefix"
 #: Headless; no sandbox (CI runs as root); no GPU; no background calls out (the network is closed).
 CHROMIUM_ARGS = [
@@ -207,6 +215,78 @@ def seen_ink(page: Any) -> float:
     )
 
 
+def is_explain(response: Any) -> bool:
+    return "/explain" in response.url
+
+
+@dataclass(frozen=True)
+class Answer:
+    url: str
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+@pytest.fixture
+def explained(page: Any) -> list[Answer]:
+    """Every explain answer the page gets, in order, as the server sent it.
+
+    The page reads the PNG as a Blob, and Chromium then keeps no body for Playwright's
+    ``response.body()`` (it is empty). So the route asks the server itself (``route.fetch``),
+    records the answer and hands it to the page unchanged.
+    """
+    answers: list[Answer] = []
+
+    def forward(route: Any) -> None:
+        answer = route.fetch()
+        answers.append(Answer(route.request.url, answer.status, answer.headers, answer.body()))
+        route.fulfill(response=answer)
+
+    page.route("**/explain*", forward)
+    return answers
+
+
+def heatmap_of(answer: Answer) -> NDArray[np.uint8]:
+    """An explain answer's PNG, checked to be one, as RGB pixels (H, W, 3)."""
+    assert answer.status == 200
+    assert answer.headers["content-type"] == "image/png"
+    assert answer.body.startswith(b"\x89PNG\r\n\x1a\n")
+    with Image.open(io.BytesIO(answer.body)) as image:
+        assert image.format == "PNG"
+        return np.asarray(image.convert("RGB"))
+
+
+def shown_heatmap(page: Any) -> NDArray[np.uint8]:
+    """The pixels of the heatmap the page shows (its <img> at natural size), RGB (H, W, 3)."""
+    image = page.locator("#why-image")
+    expect(image).to_be_visible()
+    size = page.evaluate("""() => {
+        const img = document.getElementById("why-image");
+        return img.complete ? [img.naturalHeight, img.naturalWidth] : null;
+    }""")
+    assert size == [HEATMAP_SIDE, HEATMAP_SIDE]
+    rgba = page.evaluate("""() => {
+        const img = document.getElementById("why-image");
+        const c = document.createElement("canvas");
+        c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const ctx = c.getContext("2d"); ctx.drawImage(img, 0, 0);
+        return Array.from(ctx.getImageData(0, 0, c.width, c.height).data);
+    }""")
+    return np.asarray(rgba, dtype=np.uint8).reshape(HEATMAP_SIDE, HEATMAP_SIDE, 4)[..., :3]
+
+
+def assert_shows(page: Any, served: NDArray[np.uint8]) -> None:
+    """The page shows exactly the PNG the server sent (PNG is lossless; +-1 for colour handling)."""
+    shown = shown_heatmap(page).astype(int)
+    assert np.abs(shown - served.astype(int)).max() <= 1
+
+
+def colourful(pixels: NDArray[np.uint8]) -> int:
+    """How many pixels are red or blue (attributions), not grey (the input alone)."""
+    rgb = pixels.astype(int)
+    return int(np.count_nonzero(rgb.max(axis=2) - rgb.min(axis=2) > 30))
+
+
 # --- tests ------------------------------------------------------------------------------------
 def test_drawn_digits_are_recognised(page: Any, server: str, tmp_path: Path) -> None:
     open_demo(page, server)
@@ -293,9 +373,13 @@ def test_a_401_asks_for_the_access_token_and_the_token_is_sent(page: Any, server
     page.unroute("**/v1/models/*/predict")
 
     page.fill("#token", "s3cret")
-    with page.expect_request(lambda r: r.url.endswith("/predict")) as sent:
+    with (
+        page.expect_request(lambda r: r.url.endswith("/predict")) as sent,
+        page.expect_request(lambda r: r.url.endswith("/explain")) as why,
+    ):
         page.press("#token", "Enter")  # a change event: the last drawing is sent again
     assert sent.value.headers.get("authorization") == "Bearer s3cret"
+    assert why.value.headers.get("authorization") == "Bearer s3cret"  # the heatmap's request too
     expect(page.locator("#prediction")).to_have_text("1")
     expect(page.locator("#error")).to_be_hidden()
     assert page.evaluate("sessionStorage.getItem('digits-demo-token')") == "s3cret"
@@ -330,8 +414,133 @@ def test_the_page_works_under_a_path_prefix_behind_a_proxy(page: Any, proxied: s
         proxied + "v1/models",
         proxied + "v1/models/mnist/predict",
         proxied + "v1/models/mnist/preprocess",
+        proxied + "v1/models/mnist/explain",
     }
-    assert all(u.startswith(proxied) for u in urls), urls
+    origin = proxied.removesuffix(PREFIX + "/")
+    # The heatmaps are shown from blob: URLs the page made (blob:http://host:port/<uuid>).
+    assert all(u.startswith((proxied, f"blob:{origin}/")) for u in urls), urls
+
+
+# --- why this digit? -------------------------------------------------------------------------
+def test_why_shows_the_heatmap_of_the_answer_then_of_any_class_picked(
+    page: Any, server: str, explained: list[Answer]
+) -> None:
+    open_demo(page, server)
+    expect(page.locator("#why")).to_be_hidden()
+
+    with page.expect_response(is_explain):
+        draw(page, ONE)
+    expect(page.locator("#prediction")).to_have_text("1")
+    first = explained[-1]
+    assert first.url.endswith("/v1/models/mnist/explain")  # no target: the predicted class
+    assert first.headers["x-label"] == first.headers["x-target"] == "1"
+    answer = heatmap_of(first)
+    assert answer.shape == (HEATMAP_SIDE, HEATMAP_SIDE, 3)
+    assert colourful(answer) > 100  # the attributions are drawn, not only the grey input
+    expect(page.locator("#why-image")).to_have_attribute("data-target", "1")
+    expect(page.locator("#why-caption")).to_have_text("Why 1: the model's answer.")
+    expect(page.locator("#why-image")).to_have_attribute("alt", re.compile(r"probability of 1\.$"))
+    assert_shows(page, answer)
+    buttons = page.locator("#why-classes button")
+    expect(buttons).to_have_text(DIGITS)
+    expect(page.get_by_role("button", name="Explain 1")).to_have_attribute("aria-pressed", "true")
+    first_src = page.locator("#why-image").get_attribute("src")
+    assert first_src.startswith("blob:")
+
+    # Another class: its own heatmap, asked for by target, and the page says which it is.
+    with page.expect_response(is_explain):
+        page.get_by_role("button", name="Explain 7").click()
+    other = explained[-1]
+    assert other.url.endswith("/v1/models/mnist/explain?target=7")
+    assert (other.headers["x-label"], other.headers["x-target"]) == ("1", "7")
+    seven = heatmap_of(other)
+    assert seven.shape == answer.shape and not np.array_equal(seven, answer)
+    expect(page.locator("#why-image")).to_have_attribute("data-target", "7")
+    expect(page.locator("#why-caption")).to_have_text("Why (not) 7: the model answered 1.")
+    expect(page.get_by_role("button", name="Explain 7")).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_role("button", name="Explain 1")).to_have_attribute("aria-pressed", "false")
+    assert page.locator("#why-image").get_attribute("src") != first_src
+    assert_shows(page, seven)
+
+    # Back to the answer: shown from the picture already fetched, no new request.
+    page.get_by_role("button", name="Explain 1").click()
+    expect(page.locator("#why-image")).to_have_attribute("data-target", "1")
+    assert page.locator("#why-image").get_attribute("src") == first_src
+    assert_shows(page, answer)
+    assert len(explained) == 2, [a.url for a in explained]
+
+    # Another model: its heatmap, and its classes to pick from.
+    with page.expect_response(lambda r: "/v1/models/fashion-mnist/explain" in r.url):
+        page.select_option("#model", "fashion-mnist")
+    fashion = explained[-1]
+    heatmap_of(fashion)
+    expect(buttons).to_have_text(FASHION_CLASSES)
+    expect(page.locator("#why-image")).to_have_attribute("data-target", fashion.headers["x-target"])
+
+    page.click("#clear")
+    expect(page.locator("#why")).to_be_hidden()
+    expect(page.locator("#error")).to_be_hidden()
+
+
+def test_why_explains_an_uploaded_scan_and_sends_the_class_picked_in_the_form(page: Any, server: str) -> None:
+    """examples/digit-7.png (a shipped MNIST test digit, dark ink on paper) as a multipart upload.
+
+    Playwright's routes drop a form's file, so this test does not record the answers on their
+    way: the page's picture is compared with the server's answer to the same form."""
+
+    def served(target: int | None) -> Answer:
+        fields = {} if target is None else {"target": str(target)}
+        with EXAMPLE_SEVEN.open("rb") as file:
+            answer = requests.post(
+                server + "v1/models/mnist/explain",
+                files={"image": (EXAMPLE_SEVEN.name, file, "image/png")},
+                data=fields,
+                headers={"Accept": "image/png"},
+                timeout=30,
+            )
+        return Answer(answer.url, answer.status_code, dict(answer.headers.lower_items()), answer.content)
+
+    open_demo(page, server)
+    page.click("#tab-file")
+    with page.expect_response(is_explain) as first:
+        page.set_input_files("#file", str(EXAMPLE_SEVEN))
+    expect(page.locator("#prediction")).to_have_text("7")
+    assert first.value.headers["x-target"] == "7"
+    expect(page.locator("#why-image")).to_have_attribute("data-target", "7")
+    answer = heatmap_of(served(None))
+    assert_shows(page, answer)
+
+    with page.expect_response(is_explain) as picked:
+        page.get_by_role("button", name="Explain 3").click()
+    # The target went in the form (a query string beside a form body would be refused).
+    assert picked.value.url.endswith("/v1/models/mnist/explain")
+    assert (picked.value.headers["x-label"], picked.value.headers["x-target"]) == ("7", "3")
+    expect(page.locator("#why-caption")).to_have_text("Why (not) 3: the model answered 7.")
+    three = heatmap_of(served(3))
+    assert not np.array_equal(three, answer)
+    assert_shows(page, three)
+
+
+def test_a_failed_heatmap_is_said_beside_it_and_the_prediction_stays(page: Any, server: str) -> None:
+    open_demo(page, server)
+    draw(page, ONE)
+    expect(page.locator("#why-image")).to_have_attribute("data-target", "1")
+    page.route(
+        "**/v1/models/*/explain*",
+        lambda route: route.fulfill(
+            status=422,
+            content_type="application/json",
+            body='{"error": {"status": 422, "code": "validation_error", "message": "Invalid input.", '
+            '"details": {"target": ["Must be a class in [0, 9]."]}}}',
+        ),
+    )
+    page.get_by_role("button", name="Explain 4").click()
+    expect(page.locator("#why-caption")).to_have_text(
+        "No heatmap for 4: The server could not use this input: Must be a class in [0, 9]."
+    )
+    expect(page.locator("#why-image")).to_be_hidden()
+    expect(page.locator("#prediction")).to_have_text("1")
+    expect(page.locator("#error")).to_be_hidden()
 
 
 # --- the API documents: Swagger UI ------------------------------------------------------------

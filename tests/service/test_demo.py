@@ -2,7 +2,8 @@
 
 The page itself is driven in a real Chromium by tests/integration/test_demo_browser.py; here:
 that it is served, that every URL in it is relative and resolves at ``/`` and under a WSGI path
-prefix, and that ``preprocess`` answers with exactly the inputs predict computes.
+prefix, that ``preprocess`` answers with exactly the inputs predict computes, and that explain
+answers the page's two ways of asking for a class's heatmap.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import numpy as np
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from PIL import Image
 from service_testkit import drawn_digit, png_bytes
 from werkzeug.exceptions import NotFound
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
-from werkzeug.test import Client
+from werkzeug.test import Client, TestResponse
 
 from service import images
 from service.demo import PreprocessResponseSchema
@@ -48,8 +50,9 @@ def page_links(html: str) -> list[str]:
 
 
 def api_paths() -> list[str]:
-    """The paths demo.js passes to its ``api()`` helper (string literals, before any name)."""
-    return re.findall(r'\bapi\("([^"]*)"', STATIC.joinpath("demo.js").read_text())
+    """The paths demo.js passes to its ``api()`` and ``apiPicture()`` helpers (string literals,
+    before any name)."""
+    return re.findall(r'\bapi(?:Picture)?\("([^"]*)"', STATIC.joinpath("demo.js").read_text())
 
 
 @pytest.fixture
@@ -89,9 +92,54 @@ def test_every_url_of_the_page_resolves(app: Flask, base: str, png: bytes) -> No
         response = client.get(urljoin(base, link), buffered=True)  # buffered: closes files
         assert response.status_code == 200, link
     assert client.get(urljoin(base, "v1/models")).get_json()["default_model"] == "mnist"
-    for action in ("predict", "preprocess"):
-        response = client.post(urljoin(base, f"v1/models/mnist/{action}"), data=png, content_type="image/png")
+    for action in ("predict", "preprocess", "explain"):
+        response = client.post(
+            urljoin(base, f"v1/models/mnist/{action}"),
+            data=png,
+            content_type="image/png",
+            headers={"Accept": "image/png" if action == "explain" else "application/json"},
+        )
         assert response.status_code == 200, response.get_data(as_text=True)
+
+
+# --- why: the heatmaps the page shows ----------------------------------------------------------
+def heatmap(response: TestResponse) -> Image.Image:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "image/png"
+    image = Image.open(io.BytesIO(response.get_data()))
+    assert (image.format, image.size) == ("PNG", (280, 280))
+    return image
+
+
+def test_the_page_may_show_heatmaps_from_its_own_blobs(client: FlaskClient) -> None:
+    """demo.js shows each heatmap from a blob: URL of the fetched PNG."""
+    policy = client.get("/").headers["Content-Security-Policy"]
+    img_src = next(d for d in policy.split(";") if d.strip().startswith("img-src")).split()
+    assert "blob:" in img_src
+    assert 'apiPicture("v1/models/" + name + "/explain"' in STATIC.joinpath("demo.js").read_text()
+
+
+def test_explain_answers_both_ways_the_page_asks_for_a_class(client: FlaskClient, png: bytes) -> None:
+    """A drawing is a raw PNG body with ``?target=N``; a chosen file is a form with a ``target``
+    field. Both give the same heatmap of the same class, and without a target, the answer's."""
+    accept = {"Accept": "image/png"}
+    answer = client.post("/v1/models/mnist/explain", data=png, content_type="image/png", headers=accept)
+    label = answer.headers["X-Label"]
+    assert answer.headers["X-Target"] == label
+    other = (int(label) + 1) % 10
+    raw = client.post(
+        f"/v1/models/mnist/explain?target={other}", data=png, content_type="image/png", headers=accept
+    )
+    form = client.post(
+        "/v1/models/mnist/explain",
+        data={"image": (io.BytesIO(png), "seven.png"), "target": str(other)},
+        headers=accept,
+    )
+    for response in (raw, form):
+        assert (response.headers["X-Label"], response.headers["X-Target"]) == (label, str(other))
+        assert response.headers["X-Method"] == "integrated_gradients"
+    assert raw.get_data() == form.get_data()
+    assert np.asarray(heatmap(raw)).tolist() != np.asarray(heatmap(answer)).tolist()
 
 
 def test_the_prefix_without_its_slash_redirects_to_the_page(app: Flask) -> None:

@@ -1,6 +1,7 @@
 "use strict";
 // The digits demo: draw a digit (or choose an image), send it to the predict endpoint as a PNG,
-// show the class, the probabilities and the 28x28 input the model saw.
+// show the class, the probabilities, the 28x28 input the model saw, and why: the explain
+// endpoint's heatmap for the predicted class or any class the person picks.
 // Every URL is relative to the page (see apiUrl), so the page works at / and under a path prefix.
 
 const INK_WIDTH = 20;          // px on the 280x280 canvas: about 2 of MNIST's 28 pixels
@@ -14,6 +15,7 @@ const state = {
   tab: "draw",          // "draw" or "file": the tab shown
   images: { draw: null, file: null },  // each tab's last image, sent again when the model changes
   sent: 0,              // number of the latest request: older answers are dropped
+  why: null,            // the heatmaps of the image last answered (see showWhy)
 };
 
 // --- talking to the API ---------------------------------------------------------------------
@@ -23,26 +25,46 @@ function apiUrl(path) {
   return new URL(path, document.baseURI);  // path has no leading "/": it stays under the prefix
 }
 
+/** The API's JSON answer; an ApiError in plain words if there is none. */
 async function api(path, options = {}) {
-  const headers = new Headers(options.headers || {});
-  const token = $("token").value.trim();
-  if (token) headers.set("Authorization", "Bearer " + token);
-  let response;
-  try {
-    response = await fetch(apiUrl(path), { ...options, headers });
-  } catch (err) {
-    throw new ApiError("Could not reach the server: the network request failed (" + err.message +
-                       "). Check that the service is running and try again.");
-  }
-  let body = null;
-  if ((response.headers.get("Content-Type") || "").includes("json")) {
-    try { body = await response.json(); } catch { body = null; }
-  }
+  const response = await send(path, options);
+  const body = await jsonOf(response);
   if (!response.ok) throw new ApiError(describeError(response, body));
   if (body === null) {
     throw new ApiError("The server's answer was not the JSON expected (HTTP " + response.status + ").");
   }
   return body;
+}
+
+/** The API's PNG answer (Accept: image/png) as a Blob, with the response's headers. */
+async function apiPicture(path, options = {}) {
+  const headers = new Headers(options.headers || {});
+  headers.set("Accept", "image/png");
+  const response = await send(path, { ...options, headers });
+  if (!response.ok) throw new ApiError(describeError(response, await jsonOf(response)));
+  const blob = await response.blob();
+  if (blob.type !== "image/png") {
+    throw new ApiError("The server's answer was not the PNG expected (HTTP " + response.status + ").");
+  }
+  return { blob, headers: response.headers };
+}
+
+/** fetch, with the access token if one is entered; a network failure in plain words. */
+async function send(path, options) {
+  const headers = new Headers(options.headers || {});
+  const token = $("token").value.trim();
+  if (token) headers.set("Authorization", "Bearer " + token);
+  try {
+    return await fetch(apiUrl(path), { ...options, headers });
+  } catch (err) {
+    throw new ApiError("Could not reach the server: the network request failed (" + err.message +
+                       "). Check that the service is running and try again.");
+  }
+}
+
+async function jsonOf(response) {
+  if (!(response.headers.get("Content-Type") || "").includes("json")) return null;
+  try { return await response.json(); } catch { return null; }
 }
 
 /** The API's error in plain words: its message, and what exactly was wrong where it says. */
@@ -123,17 +145,28 @@ async function classify(image) {
     : { method: "POST", headers: { "Content-Type": image.blob.type }, body: image.blob };
   $("result").classList.add("busy");
   $("status").textContent = "Asking the model…";
+  forgetWhy({ keepShown: true });  // dimmed until the new image's heatmap replaces it
+  // The predicted class's heatmap is asked for at once, beside the prediction.
+  const why = { model, image, label: null, asked: 0, pictures: new Map() };
+  const firstPicture = explain(why, null);
+  const discard = () => firstPicture.then((picture) => URL.revokeObjectURL(picture.url), () => {});
+  firstPicture.catch(() => {});  // its error is shown with the heatmap, if the prediction succeeds
   try {
     const [predicted, seen] = await Promise.all([
       api("v1/models/" + name + "/predict", request()),
       api("v1/models/" + name + "/preprocess", request()),
     ]);
-    if (number !== state.sent) return;  // a newer stroke or image was sent meanwhile
+    if (number !== state.sent) return discard();  // a newer stroke or image was sent meanwhile
     hideError();
-    showPrediction(model, predicted.predictions[0]);
+    const prediction = predicted.predictions[0];
+    showPrediction(model, prediction);
     showSeen(seen.inputs[0], seen.shape);
     $("status").textContent = "Model " + predicted.model + ", version " + predicted.version + ".";
+    why.label = prediction.label;
+    state.why = why;
+    showWhy(why, prediction.label, firstPicture);
   } catch (err) {
+    discard();
     if (number !== state.sent) return;
     clearResult("No prediction: see the message above.");
     showError(err.message);
@@ -142,10 +175,118 @@ async function classify(image) {
   }
 }
 
-function formWith(file) {
+function formWith(file, fields = {}) {
   const form = new FormData();
   form.append("image", file, file.name);
+  for (const [key, value] of Object.entries(fields)) form.append(key, value);
   return form;
+}
+
+// --- why: the explain endpoint's heatmap ----------------------------------------------------
+// The server draws the heatmap (service/heatmap.py): the page shows exactly the picture that
+// `curl -H 'Accept: image/png' .../explain` gives, with one colour scale, and needs no drawing
+// code of its own. Each class's picture is asked for once per image and kept as a blob: URL
+// (the page's Content-Security-Policy allows blob: images) until the next image.
+
+/** Ask for the heatmap of class `target` (null: the predicted class) of `why.image`. */
+async function explain(why, target) {
+  const name = encodeURIComponent(why.model.name);
+  const { form, blob } = why.image;
+  const chosen = target === null ? {} : { target: String(target) };
+  // A form carries the target as a field; a raw image body has only the query string for it.
+  const query = !form && target !== null ? "?target=" + target : "";
+  const options = form
+    ? { method: "POST", body: formWith(form, chosen) }
+    : { method: "POST", headers: { "Content-Type": blob.type }, body: blob };
+  const answer = await apiPicture("v1/models/" + name + "/explain" + query, options);
+  return { url: URL.createObjectURL(answer.blob), target: Number(answer.headers.get("X-Target")) };
+}
+
+/** Show class `target`'s heatmap: from `pending` (a promise of explain's answer), the ones
+ *  already fetched, or a new request. The latest pick wins; a new image drops them all. */
+async function showWhy(why, target, pending = null) {
+  const asked = ++why.asked;
+  showWhyClasses(why, target);
+  $("why").hidden = false;
+  $("why").classList.add("busy");
+  $("why-image").setAttribute("aria-busy", "true");
+  let picture = why.pictures.get(target);
+  try {
+    if (!picture) {
+      picture = await (pending || explain(why, target));
+      if (state.why === why) why.pictures.set(picture.target, picture);
+      else URL.revokeObjectURL(picture.url);  // the image changed meanwhile
+    }
+  } catch (err) {
+    if (state.why !== why || asked !== why.asked) return;
+    $("why-image").hidden = true;
+    $("why-caption").textContent = "No heatmap for " + why.model.class_names[target] + ": " +
+                                   err.message;
+    return;
+  } finally {
+    if (state.why === why && asked === why.asked) {
+      $("why").classList.remove("busy");
+      $("why-image").removeAttribute("aria-busy");
+    }
+  }
+  if (state.why !== why || asked !== why.asked) return;  // another class or image came since
+  const names = why.model.class_names;
+  const shown = names[picture.target];
+  const image = $("why-image");
+  image.src = picture.url;
+  image.alt = "Heatmap of the pixels that raised (red) or lowered (blue) the probability of " +
+              shown + ".";
+  image.dataset.target = String(picture.target);
+  image.hidden = false;
+  $("why-caption").textContent = picture.target === why.label
+    ? "Why " + shown + ": the model's answer."
+    : "Why (not) " + shown + ": the model answered " + names[why.label] + ".";
+  showWhyClasses(why, picture.target);
+}
+
+/** One button per class, the one shown pressed. */
+function showWhyClasses(why, pressed) {
+  const group = $("why-classes");
+  if (group.dataset.model !== why.model.name) {
+    group.textContent = "";
+    group.dataset.model = why.model.name;
+    why.model.class_names.forEach((className, i) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = className;
+      button.dataset.target = String(i);
+      button.setAttribute("aria-label", "Explain " + className);
+      button.addEventListener("click", () => {
+        if (state.why) showWhy(state.why, i);
+      });
+      group.append(button);
+    });
+  }
+  for (const button of group.children) {
+    const i = Number(button.dataset.target);
+    button.setAttribute("aria-pressed", String(i === pressed));
+    button.classList.toggle("answer", i === why.label);
+    button.disabled = false;
+  }
+}
+
+/** Free the pictures of the image last answered, and hide its heatmap; or, with keepShown
+ *  (a new image is on its way), leave the picture on show dimmed, its buttons disabled. */
+function forgetWhy({ keepShown = false } = {}) {
+  if (state.why) {
+    for (const picture of state.why.pictures.values()) URL.revokeObjectURL(picture.url);
+  }
+  state.why = null;
+  if (keepShown) {
+    $("why").classList.add("busy");
+    for (const button of $("why-classes").children) button.disabled = true;
+    return;
+  }
+  $("why").hidden = true;
+  $("why").classList.remove("busy");
+  $("why-image").removeAttribute("src");
+  $("why-image").hidden = true;
+  $("why-caption").textContent = "";
 }
 
 function showPrediction(model, prediction) {
@@ -204,6 +345,7 @@ function clearResult(message) {
   $("bars").textContent = "";
   $("status").textContent = message;
   $("seen-figure").hidden = true;
+  forgetWhy();
 }
 
 // --- drawing --------------------------------------------------------------------------------
