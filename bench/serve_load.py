@@ -288,7 +288,10 @@ def _check_body(url: str, scenario: Scenario, work: Path) -> None:
         body = orjson.loads(response.read())
     if scenario.path == "/_bench/noop":
         return
-    answered = len(body["predictions"]) if "predictions" in body else body["outputs"][0]["shape"][0]
+    if "predictions" in body or "explanations" in body:
+        answered = len(body.get("predictions", body.get("explanations", [])))
+    else:
+        answered = body["outputs"][0]["shape"][0]
     if answered != scenario.images:
         sys.exit(f"{scenario.name}: unexpected answer {body}")
 

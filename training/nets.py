@@ -26,7 +26,7 @@ WEIGHT_INITS = ("xavier", "he")
 #: Integrated-gradients path points by default. The midpoint rule's completeness gap falls as
 #: 1 / steps^2; measured on the 1,000 sample digits with a trained net: max 0.026 at 8, 3e-4 at 64.
 DEFAULT_IG_STEPS = 64
-#: Upper bound on path points: the batched pass holds N * steps inputs of D values at once.
+#: Upper bound on path points: the batched pass holds N * steps hidden activations at once.
 MAX_IG_STEPS = 1024
 #: Riemann midpoints: path point k of ``steps`` sits at alpha_k = (k + 1/2) / steps.
 IG_MIDPOINT_OFFSET = 0.5
@@ -321,7 +321,7 @@ class TwoLayerNet:
         straight path. The integral uses the midpoint rule, alpha_k = (k + 1/2) / steps: its error
         falls as 1 / steps^2 like the trapezoid rule's but is about half as large for the same
         number of gradient evaluations, and every point gets the same weight 1 / steps. All
-        N * steps path points go through ``input_gradient`` in one batched call.
+        N * steps path points go through the network in one batched pass.
 
         ``delta`` = sum_i attribution_i - (p_t(x) - p_t(x')): the completeness axiom says it is 0
         for the exact integral, so |delta| measures the quadrature error.
@@ -343,15 +343,35 @@ class TwoLayerNet:
                 raise ValueError(f"baseline must be ({d},) or ({n}, {d}), got shape {b.shape}")
             x_base = np.broadcast_to(b, x.shape)
 
+        p = self.params
         alpha = ((np.arange(steps) + IG_MIDPOINT_OFFSET) / steps).astype(self.dtype)  # (S,) midpoints
-        path = x_base[:, None, :] + alpha[None, :, None] * (x - x_base)[:, None, :]  # (N, S, D)
-        grads = self.input_gradient(path.reshape(n * steps, d), np.repeat(t, steps))
-        mean_grad = grads.reshape(n, steps, d).mean(axis=1)  # (N, D)
-        attributions = (x - x_base) * mean_grad
+        dx = x - x_base  # (N, D): the path's direction
 
+        # The first layer is affine, so along the path a1 = a1(x') + alpha * (x - x') W1: two
+        # products with W1 per input instead of one per path point; the rest runs on all N * S
+        # points at once, as input_gradient would (checked against it in the tests).
+        a1_base = x_base @ p["W1"] + p["b1"]  # (N, H)
+        a1_dir = dx @ p["W1"]  # (N, H)
+        a1 = (a1_base[:, None, :] + alpha[None, :, None] * a1_dir[:, None, :]).reshape(n * steps, -1)
+        z1 = sigmoid(a1)  # (N S, H)
+        a2 = z1 @ p["W2"] + p["b2"]  # (N S, C)
+        y = softmax(a2)
+
+        # backward of p_t at every point, as in input_gradient, down to the first layer
+        points, t_path = np.arange(n * steps), np.repeat(t, steps)
+        y_t = y[points, t_path][:, None]  # (N S, 1)
+        da2 = -y_t * y  # softmax Jacobian row t: y_t * (onehot_t - y) ...
+        da2[points, t_path] += y_t[:, 0]  # ... whose onehot part is y_t at t
+        dz1 = da2 @ p["W2"].T  # (N S, H)
+        da1 = dz1 * z1 * (1 - z1)
+        # dp_t/dx = da1 W1^T is linear in da1: average over the path first, then one product
+        mean_grad = da1.reshape(n, steps, -1).mean(axis=1) @ p["W1"].T  # (N, D)
+        attributions = dx * mean_grad
+
+        # p_t at both ends of the path, x' and x, in one pass
+        ends = softmax(sigmoid(np.concatenate([a1_base, a1_base + a1_dir])) @ p["W2"] + p["b2"])
         rows = np.arange(n)
-        p_x = self.predict(x)[rows, t]
-        p_base = self.predict(x_base)[rows, t]
+        p_base, p_x = ends[rows, t], ends[n + rows, t]
         convergence_delta = attributions.sum(axis=1) - (p_x - p_base)
         return attributions, convergence_delta
 
