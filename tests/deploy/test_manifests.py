@@ -1,0 +1,304 @@
+"""deploy/: every kustomization renders and passes kubernetes-validate --strict, and the rendered
+manifests say what the issue asks of them (probes, selectors, autoscaling, security, resources,
+grace period, token, model volume, ingress limits, training Job, KServe). No cluster is needed;
+the probes against a live gunicorn started with the Deployment's environment are in
+tests/integration/test_deploy_probes.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+from deploy_testkit import (
+    BASE,
+    DEPLOY,
+    KSERVE,
+    REPO,
+    TRAIN,
+    Doc,
+    api_deployment_container,
+    dockerfile_uid,
+    environment,
+    kinds,
+    kserve_container,
+    kustomizations,
+    one,
+    pod_specs,
+    quantity_bytes,
+    render,
+)
+from flask import Flask
+
+from service.routes import access_of
+from service.settings import Settings
+
+#: The oldest Kubernetes the manifests are for (the preStop sleep action is on by default from
+#: 1.30), and the newest kubernetes-validate carries.
+KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
+#: Custom resources: kubernetes-validate has no schema for them (it only warns), so their
+#: Kubernetes parts are validated as what they are (a pod's containers and volumes) below.
+CUSTOM_KINDS = {"InferenceService", "ServingRuntime", "ServiceMonitor"}
+#: InferenceService predictor fields that are KServe's own (ComponentExtensionSpec), not PodSpec's.
+PREDICTOR_FIELDS = {"minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "model"}
+#: Its model spec is a Container plus these.
+MODEL_FIELDS = {"runtime", "modelFormat", "protocolVersion", "storageUri"}
+APP_UID = dockerfile_uid(REPO / "Dockerfile", "APP_UID")
+
+
+def _validate(doc: Doc) -> None:
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+def _as_pod(name: str, spec: Doc) -> Doc:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def _validate_custom(doc: Doc) -> None:
+    """The parts of KServe's resources that are Kubernetes' own types, strictly."""
+    name = doc["metadata"]["name"]
+    if doc["kind"] == "ServingRuntime":
+        spec = doc["spec"]
+        _validate(_as_pod(name, {"containers": spec["containers"], "volumes": spec.get("volumes", [])}))
+    elif doc["kind"] == "InferenceService":
+        predictor = doc["spec"]["predictor"]
+        model = {k: v for k, v in predictor["model"].items() if k not in MODEL_FIELDS}
+        pod = {k: v for k, v in predictor.items() if k not in PREDICTOR_FIELDS}
+        _validate(_as_pod(name, {**pod, "containers": [{"name": "kserve-container", **model}]}))
+
+
+@pytest.mark.parametrize("directory", kustomizations(), ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_every_kustomization_renders_and_validates_strictly(directory: Path) -> None:
+    docs = render(directory)
+    assert docs
+    for doc in docs:
+        if doc["kind"] in CUSTOM_KINDS:
+            with pytest.raises(kubernetes_validate.utils.SchemaNotFoundError):
+                kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[-1], strict=True)
+            _validate_custom(doc)
+        else:
+            _validate(doc)  # a kind with no schema raises here: it must be added to CUSTOM_KINDS
+
+
+def test_the_kustomizations_are_the_expected_ones() -> None:
+    names = {str(p.relative_to(DEPLOY)) for p in kustomizations()}
+    assert {"kubernetes", "train", "overlays/kserve", "overlays/prometheus-operator"} <= names
+
+
+# --- the base: Deployment, Service, PDB, HPA, Ingress -------------------------------------
+def test_the_deployment_has_replicas_and_probes() -> None:
+    docs = render(BASE)
+    deployment = one(docs, "Deployment", "digits-api")
+    assert deployment["spec"]["replicas"] >= 2
+    api = api_deployment_container(docs)
+    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert api["startupProbe"]["httpGet"]["path"] == "/readyz"
+    ports = {p["name"]: p["containerPort"] for p in api["ports"]}
+    env = environment(docs, api)
+    assert ports["http"] == int(env["PORT"])
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert api[probe]["httpGet"]["port"] in (ports["http"], "http")
+    assert env["HOST"] == "0.0.0.0"
+
+
+def test_probe_and_metrics_paths_are_open_routes(app: Flask) -> None:
+    """Kubelet and Prometheus send no token: the paths they use must not need one."""
+    docs = render(BASE)
+    api = api_deployment_container(docs)
+    annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    paths = [api[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")]
+    paths += [annotations["prometheus.io/path"]]
+    paths += [
+        kserve_container(render(KSERVE))[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")
+    ]
+    urls = app.url_map.bind("localhost")
+    for path in paths:
+        endpoint, _ = urls.match(path, method="GET")
+        assert access_of(app, endpoint) == "open", path
+
+
+def test_prometheus_scrapes_the_api_port() -> None:
+    docs = render(BASE)
+    annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert int(annotations["prometheus.io/port"]) == int(
+        environment(docs, api_deployment_container(docs))["PORT"]
+    )
+
+
+def test_service_and_pdb_select_the_deployment_pods() -> None:
+    docs = render(BASE)
+    deployment = one(docs, "Deployment", "digits-api")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    service = one(docs, "Service", "digits-api")
+    pdb = one(docs, "PodDisruptionBudget")
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert pdb["spec"]["minAvailable"] < deployment["spec"]["replicas"]
+    port_names = {p["name"] for p in api_deployment_container(docs)["ports"]}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
+
+
+def test_the_hpa_scales_the_deployment_on_cpu_from_two() -> None:
+    docs = render(BASE)
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "digits-api",
+    }
+    assert hpa["spec"]["minReplicas"] >= 2
+    assert hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
+
+
+def test_the_ingress_buffers_and_caps_bodies_at_max_request_bytes() -> None:
+    docs = render(BASE)
+    ingress = one(docs, "Ingress")
+    annotations = ingress["metadata"]["annotations"]
+    env = environment(docs, api_deployment_container(docs))
+    cap = int(env.get("MAX_REQUEST_BYTES", Settings().max_request_bytes))
+    assert quantity_bytes(annotations["nginx.ingress.kubernetes.io/proxy-body-size"]) == cap
+    assert annotations["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "on"
+    assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "on"
+    assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) > int(env["TIMEOUT"])
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    service = one(docs, "Service", backend["name"])
+    assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_grace_period_covers_prestop_and_graceful_timeout() -> None:
+    docs = render(BASE)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    api = api_deployment_container(docs)
+    graceful = int(environment(docs, api)["GRACEFUL_TIMEOUT"])
+    pause = api["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["terminationGracePeriodSeconds"] > pause + graceful
+
+
+def test_the_token_comes_from_a_secret_file() -> None:
+    docs = render(BASE)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    api = api_deployment_container(docs)
+    env = environment(docs, api)
+    assert "AUTH_TOKEN" not in env
+    token = Path(env["AUTH_TOKEN_FILE"])
+    mount = next(m for m in api["volumeMounts"] if token.parent == Path(m["mountPath"]))
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["items"] == [{"key": "token", "path": token.name}]
+
+
+def test_models_come_read_only_from_one_shared_volume() -> None:
+    docs = render(BASE)
+    pvc = one(docs, "PersistentVolumeClaim", "digits-models")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    api = api_deployment_container(docs)
+    mount = next(m for m in api["volumeMounts"] if m["mountPath"] == environment(docs, api)["MODEL_DIR"])
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["persistentVolumeClaim"]["claimName"] == "digits-models"
+
+
+# --- every pod: security and resources ----------------------------------------------------
+def _all_pods() -> list[tuple[str, Doc]]:
+    return [pod for directory in kustomizations() for pod in pod_specs(render(directory))]
+
+
+def test_every_pod_runs_as_the_images_user_locked_down() -> None:
+    pods = _all_pods()
+    assert {"Deployment/digits-api", "Job/digits-train", "InferenceService/digits"} <= {n for n, _ in pods}
+    for name, pod in pods:
+        context = pod["securityContext"]
+        assert context["runAsNonRoot"] is True, name
+        assert context["runAsUser"] == context["runAsGroup"] == APP_UID, name
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for spec in pod["containers"] + pod.get("initContainers", []):
+            container = spec["securityContext"]
+            assert container["allowPrivilegeEscalation"] is False, (name, spec["name"])
+            assert container["readOnlyRootFilesystem"] is True, (name, spec["name"])
+            assert container["capabilities"] == {"drop": ["ALL"]}, (name, spec["name"])
+            assert container.get("runAsUser", APP_UID) == APP_UID, (name, spec["name"])
+
+
+def test_every_container_requests_and_limits_cpu_and_memory() -> None:
+    for name, pod in _all_pods():
+        for spec in pod["containers"] + pod.get("initContainers", []):
+            for key in ("requests", "limits"):
+                assert {"cpu", "memory"} <= spec["resources"][key].keys(), (name, spec["name"], key)
+
+
+def test_the_proxy_image_runs_as_a_numeric_non_root_user() -> None:
+    dockerfile = DEPLOY / "proxy" / "Dockerfile"
+    uid = dockerfile_uid(dockerfile, "PROXY_UID")
+    assert uid > 0
+    assert "USER ${PROXY_UID}:${PROXY_UID}" in dockerfile.read_text()
+
+
+# --- training -------------------------------------------------------------------------------
+def test_the_training_job_publishes_into_the_shared_volume() -> None:
+    docs = render(TRAIN)
+    assert kinds(docs) == {"Job"}
+    job = one(docs, "Job", "digits-train")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    (train,) = pod["containers"]
+    assert train["image"].startswith("digits-serving-train:")
+    args = train["args"]
+    assert args[0] == "train"
+    published = Path(args[args.index("--publish") + 1])
+    mount = next(m for m in train["volumeMounts"] if published.parent == Path(m["mountPath"]))
+    assert not mount.get("readOnly", False)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert (
+        volume["persistentVolumeClaim"]["claimName"]
+        == one(render(BASE), "PersistentVolumeClaim")["metadata"]["name"]
+    )
+    assert job["metadata"].get("namespace") == one(render(BASE), "Deployment")["metadata"]["namespace"]
+
+
+# --- KServe -------------------------------------------------------------------------------
+def test_the_kserve_overlay_is_an_inference_service_on_the_same_image() -> None:
+    docs = render(KSERVE)
+    assert not kinds(docs) & {"Deployment", "Service", "HorizontalPodAutoscaler", "Ingress"}
+    isvc = one(docs, "InferenceService", "digits")
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    annotations = isvc["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    assert annotations["serving.kserve.io/autoscalerClass"] == "hpa"
+    assert annotations["serving.kserve.io/metric"] == "cpu"
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["minReplicas"] >= 2
+    assert predictor["model"]["protocolVersion"] == "v2"
+    assert predictor["model"]["storageUri"] == "pvc://digits-models"
+    runtime = one(docs, "ServingRuntime", predictor["model"]["runtime"])
+    assert "v2" in runtime["spec"]["protocolVersions"]
+    assert predictor["model"]["modelFormat"]["name"] in {
+        f["name"] for f in runtime["spec"]["supportedModelFormats"]
+    }
+    kserve = kserve_container(docs)
+    assert kserve["image"] == api_deployment_container(render(BASE))["image"]
+    env = environment(docs, kserve)
+    assert env["MODEL_DIR"] == "/mnt/models"  # where KServe puts storageUri
+    assert int(env["PORT"]) == kserve["ports"][0]["containerPort"]
+    pause = kserve["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert predictor["terminationGracePeriodSeconds"] > pause + int(env["GRACEFUL_TIMEOUT"])
+    pod_labels = {"serving.kserve.io/inferenceservice": isvc["metadata"]["name"]}
+    assert one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == pod_labels
+
+
+def test_the_service_monitor_scrapes_the_service_port() -> None:
+    docs = render(DEPLOY / "overlays" / "prometheus-operator")
+    monitor = one(docs, "ServiceMonitor")
+    service = one(docs, "Service", "digits-api")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == [p["name"] for p in service["spec"]["ports"]]
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "false"  # not scraped twice
