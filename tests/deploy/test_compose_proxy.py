@@ -1,0 +1,62 @@
+"""docker-compose.yml like the cluster, read from the files (no container is started here;
+.ci/containers.sh runs the project with three replicas and checks it from outside): the proxy is
+the only way in, caps bodies where the API does, and the API replicas publish nothing."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+from deploy_testkit import DEPLOY, REPO
+
+from service.settings import Settings
+
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+TEMPLATE = (DEPLOY / "proxy" / "nginx.conf.template").read_text()
+ENTRYPOINT = (DEPLOY / "proxy" / "entrypoint.sh").read_text()
+
+
+def _default(value: str) -> str:
+    """``${VAR:-default}`` -> default."""
+    match = re.fullmatch(r"\$\{\w+:-(.*)\}", value)
+    return match.group(1) if match else value
+
+
+def test_the_proxy_is_the_only_published_port() -> None:
+    published = {name for name, service in SERVICES.items() if service.get("ports")}
+    assert published == {"proxy"}
+    assert SERVICES["proxy"]["ports"] == ["${API_BIND:-127.0.0.1}:${API_PORT:-8000}:8080"]
+    assert "8000" in SERVICES["api"]["expose"]
+
+
+def test_the_proxy_caps_bodies_where_the_api_does() -> None:
+    api, proxy = SERVICES["api"]["environment"], SERVICES["proxy"]["environment"]
+    assert api["MAX_REQUEST_BYTES"] == proxy["MAX_REQUEST_BYTES"]
+    assert int(_default(api["MAX_REQUEST_BYTES"])) == Settings().max_request_bytes
+    assert f"MAX_REQUEST_BYTES:-{Settings().max_request_bytes}" in ENTRYPOINT
+    assert "client_max_body_size @MAX_REQUEST_BYTES@;" in TEMPLATE
+    assert proxy["TIMEOUT"] == api["TIMEOUT"]
+
+
+def test_the_proxy_buffers_requests_and_balances_by_name() -> None:
+    for directive in (
+        "proxy_request_buffering on;",
+        "proxy_buffering on;",
+        "client_body_timeout",
+        "client_header_timeout",
+    ):
+        assert directive in TEMPLATE
+    # resolved at request time (a variable), so replicas added or gone are seen
+    assert "resolver @RESOLVER@" in TEMPLATE
+    assert "set $api @UPSTREAM@;" in TEMPLATE
+    assert TEMPLATE.count("proxy_pass http://$api;") == 2
+    assert SERVICES["proxy"]["environment"]["UPSTREAM"] == "api:8000"
+    assert "proxy_set_header X-Request-ID $req_id;" in TEMPLATE
+
+
+def test_both_run_read_only_with_a_tmpfs() -> None:
+    for name in ("api", "proxy"):
+        assert SERVICES[name]["read_only"] is True
+        assert SERVICES[name]["tmpfs"] == ["/tmp"]
+        assert "healthcheck" in SERVICES[name]
