@@ -2,13 +2,18 @@
 # The container files, proved with podman (no Docker engine needed): lint the Dockerfile and the
 # compose file; build both targets; run the API image (readiness, health check, a real prediction,
 # no root process, graceful stop); run the train image for a short training run into a volume and
-# load what it wrote; bring docker-compose.yml up with podman-compose and walk its documented
-# workflow (train -> the new model is served, no restart). Prints each step's wall time.
+# load what it wrote; check the images' uid against the manifests' runAsUser; bring
+# docker-compose.yml up with podman-compose, three API replicas behind the proxy, and check it from
+# outside (.ci/compose_check.py: every replica serves, slow clients, a replica killed under load)
+# and walk its documented workflow (train -> every replica serves the new model, no restart).
+# Prints each step's wall time.
 #
 # Needs root and the shared podman set-up in ../shared/container/ beside the repository (which
 # makes the base image locally: no registry is reached); without either it says so and exits 0.
 # env: CT_WORK (podman's scratch dir, default /tmp/containertest/ci), CT_PORT (the first of two
-#      host ports on 127.0.0.1, default 18080), API_IMAGE_MAX_MB (size budget, default 250)
+#      host ports on 127.0.0.1, default 18080), API_IMAGE_MAX_MB (size budget, default 250),
+#      PROXY_IMAGE_MAX_MB (the proxy's, default 100), PYTHON (for .ci/compose_check.py, default
+#      .venv/bin/python, else python3)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,8 +32,11 @@ CT_WORK=${CT_WORK:-/tmp/containertest/ci}
 API_PORT=${CT_PORT:-18080}          # the API image run on its own
 COMPOSE_PORT=$((API_PORT + 1))      # the compose project's api service
 MAX_MB=${API_IMAGE_MAX_MB:-250}
+PROXY_MAX_MB=${PROXY_IMAGE_MAX_MB:-100}
+API_REPLICAS=3
 API_IMG=localhost/digits-serving-api:ci
 TRAIN_IMG=localhost/digits-serving-train:ci
+PROXY_IMG=localhost/digits-serving-proxy:ci
 RUN_ID=digits-ci-$$                 # names this run's containers, volume and compose project
 COMPOSE_VENV=$CT_WORK/podman-compose-1.6.0
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -1)
@@ -39,6 +47,8 @@ TIMES=()
 CURRENT=start
 PODMAN_READY=
 COMPOSE_UP=
+PYTHON=${PYTHON:-$REPO/.venv/bin/python}
+[ -x "$PYTHON" ] || PYTHON=python3
 
 # --- helpers --------------------------------------------------------------------------------------
 timed() {  # timed NAME CMD...: run CMD, record and print its wall time
@@ -59,7 +69,7 @@ pm() {  # podman, without its complaint that no systemd runs health checks on a 
 }
 
 compose() {  # podman-compose on this run's project; output goes to a log shown on failure
-  API_IMAGE=$API_IMG TRAIN_IMAGE=$TRAIN_IMG API_PORT=$COMPOSE_PORT \
+  API_IMAGE=$API_IMG TRAIN_IMAGE=$TRAIN_IMG PROXY_IMAGE=$PROXY_IMG API_PORT=$COMPOSE_PORT \
     timeout 300 "$COMPOSE_VENV/bin/podman-compose" -p "$RUN_ID" -f "$REPO/docker-compose.yml" "$@" \
     >>"$TMP/compose.log" 2>&1
 }
@@ -138,7 +148,7 @@ cleanup() {
     pm rm -f -t 0 "$RUN_ID-api" >/dev/null 2>&1
     podman rm -f -t 0 "$RUN_ID-train" >/dev/null 2>&1
     podman volume rm -f "$RUN_ID-models" >/dev/null 2>&1
-    [ -n "$COMPOSE_UP" ] && compose --profile train down -v -t 5
+    [ -n "$COMPOSE_UP" ] && compose_down 5
     # build cache older than a day: keeps this machine's storage from growing run after run
     podman image prune -f --filter until=24h >/dev/null 2>&1
   fi
@@ -169,17 +179,23 @@ setup() {
 lint() {
   bash "$SHARED/lint.sh" Dockerfile docker-compose.yml 2>"$TMP/lint.err" \
     || { grep -v 'is ignored: it is neither' "$TMP/lint.err"; return 1; }
+  # the proxy's Dockerfile (lint.sh checks a compose file too: the same one again, quickly)
+  bash "$SHARED/lint.sh" deploy/proxy/Dockerfile docker-compose.yml 2>"$TMP/lint.err" \
+    || { grep -v 'is ignored: it is neither' "$TMP/lint.err"; return 1; }
 }
 
-build() {  # build TARGET IMAGE
+build() {  # build TARGET IMAGE [CONTEXT]
   timeout 900 podman build --pull=never --format docker --target "$1" \
-    --build-arg VERSION="$VERSION" --build-arg REVISION="$REVISION" -t "$2" . >"$TMP/build-$1.log" 2>&1 \
+    --build-arg VERSION="$VERSION" --build-arg REVISION="$REVISION" -t "$2" "${3:-.}" >"$TMP/build-$1.log" 2>&1 \
     || { tail -40 "$TMP/build-$1.log"; return 1; }
   local size
   size=$(podman image inspect "$2" --format '{{.Size}}')
   echo "   $2: $((size / 1000000)) MB"
   if [ "$1" = api ] && [ "$size" -gt $((MAX_MB * 1000000)) ]; then
     echo "   the API image is over its budget of $MAX_MB MB"; return 1
+  fi
+  if [ "$1" = proxy ] && [ "$size" -gt $((PROXY_MAX_MB * 1000000)) ]; then
+    echo "   the proxy image is over its budget of $PROXY_MAX_MB MB"; return 1
   fi
 }
 
@@ -219,6 +235,37 @@ train_image() {
   podman volume rm "$vol" >/dev/null
 }
 
+uids() {  # the images' own uid is the runAsUser of every pod in deploy/ (kubectl kustomize)
+  local api train dir users
+  api=$(pm run --rm --entrypoint id "$API_IMG" -u)
+  train=$(pm run --rm --entrypoint id "$TRAIN_IMG" -u)
+  echo "   uid: API image $api, train image $train, proxy image $(pm run --rm --entrypoint id "$PROXY_IMG" -u)"
+  if ! command -v kubectl >/dev/null; then
+    echo "   kubectl not installed: runAsUser not compared (tests/deploy checks it against the Dockerfile)"
+    [ "$api" = "$train" ] && [ "$api" != 0 ]; return
+  fi
+  for dir in deploy/kubernetes deploy/train deploy/overlays/kserve; do
+    users=$(kubectl kustomize "$dir" | awk '$1 == "runAsUser:" { print $2 }' | sort -u | tr '\n' ' ')
+    echo "   $dir: runAsUser $users"
+    [ "$users" = "$api " ] && [ "$users" = "$train " ] || { echo "   not the images' uid"; return 1; }
+  done
+}
+
+project_containers() {  # project_containers [SERVICE]: this run's compose containers, by name
+  podman ps -a --filter "label=io.podman.compose.project=$RUN_ID" \
+    ${1:+--filter "label=com.docker.compose.service=$1"} --format '{{.Names}}' | sort
+}
+
+compose_down() {  # compose_down TIMEOUT: podman-compose 1.6.0's down leaves --scale'd replicas
+  compose --profile train down -v -t "$1"
+  local left
+  left=$(project_containers)
+  [ -z "$left" ] || podman rm -f -t 0 $left >/dev/null 2>&1
+  podman volume rm -f "${RUN_ID}_models" "${RUN_ID}_datasets" >/dev/null 2>&1
+  podman network rm -f "${RUN_ID}_default" >/dev/null 2>&1
+  COMPOSE_UP=
+}
+
 compose_up() {
   if ! "$COMPOSE_VENV/bin/podman-compose" --version 2>/dev/null | grep -q 'podman-compose version 1.6.0'; then
     rm -rf "$COMPOSE_VENV"
@@ -227,39 +274,57 @@ compose_up() {
       || { tail -20 "$TMP/pip.log"; return 1; }
   fi
   COMPOSE_UP=1
-  compose up -d
-  local api
-  api=$(podman ps --filter "label=io.podman.compose.project=$RUN_ID" \
-    --filter "label=com.docker.compose.service=api" --format '{{.Names}}')
-  [ -n "$api" ] || { echo "   no api container in project $RUN_ID"; return 1; }
-  # `docker compose up` starts the API alone: the train service sits behind its profile
-  [ "$(podman ps -a --filter "label=io.podman.compose.project=$RUN_ID" -q | wc -l)" = 1 ] \
-    || { echo "   more than the api service started"; return 1; }
-  wait_ready "$COMPOSE_PORT" "$api"
-  check_health "$api"
+  compose up -d --scale "api=$API_REPLICAS"
+  local apis proxy name url=http://127.0.0.1:$COMPOSE_PORT
+  apis=$(project_containers api)
+  proxy=$(project_containers proxy)
+  [ "$(wc -w <<<"$apis")" = "$API_REPLICAS" ] && [ -n "$proxy" ] \
+    || { echo "   expected $API_REPLICAS api containers and a proxy: $(project_containers | tr '\n' ' ')"; return 1; }
+  # `docker compose up` starts the API and the proxy: the train service sits behind its profile
+  [ "$(project_containers | wc -l)" = $((API_REPLICAS + 1)) ] \
+    || { echo "   more than the api and proxy services started"; return 1; }
+  # the proxy is the only way in: no api replica publishes a port
+  for name in $apis; do
+    [ -z "$(podman port "$name")" ] || { echo "   $name publishes $(podman port "$name")"; return 1; }
+  done
+  echo "   $(tr '\n' ' ' <<<"$apis")behind $proxy ($(podman port "$proxy"))"
+  wait_ready "$COMPOSE_PORT" "$proxy"
+  for name in $apis $proxy; do check_health "$name"; done
+  [ "$(pm exec "$proxy" id -u)" != 0 ] || { echo "   the proxy runs as root"; return 1; }
   check_predict "$COMPOSE_PORT"
+  # 300 predicts, all answered, each replica served some (counted by its own /metrics)
+  "$PYTHON" .ci/compose_check.py spread "$url" --containers "$(tr '\n' ',' <<<"$apis" | sed 's/,$//')"
+  # 24 slow clients on the proxy: /healthz keeps answering within 2 s
+  "$PYTHON" .ci/compose_check.py slow "$url" --clients 24 --seconds 10
   # the documented workflow: publish a version into the model volume, and the API serves it
-  # without a restart (every worker polls the volume): wait until 10 answers in a row list it
+  # without a restart (every worker of every replica polls the volume): wait until 10 answers
+  # in a row, spread over the replicas by the proxy, list it
   # (podman-compose wants --profile for `run`; docker compose enables a service's profile itself)
   compose --profile train run --rm -T -v "$SAMPLE:/data:ro" train \
     train --dataset mnist --data-dir /data --epochs 1 --hidden-size 16 --publish compose-ci --no-progress
   local models="" tries=0 in_a_row=0
   while [ "$in_a_row" -lt 10 ]; do
-    models=$(curl -s --noproxy '*' -m 5 "http://127.0.0.1:$COMPOSE_PORT/readyz" || true)
+    models=$(curl -s --noproxy '*' -m 5 "$url/readyz" || true)
     if grep -q '"compose-ci"' <<<"$models"; then in_a_row=$((in_a_row + 1)); else in_a_row=0; fi
     tries=$((tries + 1))
     [ "$tries" -le 120 ] || { echo "   the new model is not served: $models"; return 1; }
     sleep 0.25
   done
   echo "   after training, without a restart ($tries checks): $models"
-  compose --profile train down -v -t 20
-  COMPOSE_UP=
+  # one replica SIGKILLed while 4 clients send: at most 4 requests lost, then none
+  "$PYTHON" .ci/compose_check.py kill "$url" --container "$(head -1 <<<"$apis")" --clients 4
+  # what the proxy saw of it (its error log): requests cut or refused, each retried on another replica
+  echo "   the proxy's log: $(podman logs "$proxy" 2>&1 | grep -c 'while .*upstream' || true) upstream errors," \
+    "e.g. $(podman logs "$proxy" 2>&1 | grep -m1 -o '[a-z()]* failed ([^)]*)[^,]*\|upstream prematurely closed[^,]*' || true)"
+  compose_down 20
 }
 
 timed setup setup
 timed lint lint
 timed build-api build api "$API_IMG"
 timed build-train build train "$TRAIN_IMG"
+timed build-proxy build proxy "$PROXY_IMG" deploy/proxy
 timed api-image api_image
 timed train-image train_image
+timed uids uids
 timed compose compose_up
