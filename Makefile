@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test test-unit test-long security fuzz soak lint bench-train bench-serve clean
+.PHONY: serve test test-unit test-long security fuzz soak lint bench-train bench-serve bench-capacity clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench-train: $(STAMP)  ## training speed vs PyTorch, scikit-learn and the GEMM b
 
 bench-serve: $(STAMP)  ## requests/s of predict vs a no-op floor under gunicorn (needs wrk)
 	$(BIN)/python bench/serve_load.py --duration 10 --rounds 2
+
+COMPOSE ?= docker compose
+bench-capacity: $(STAMP)  ## req/s through the compose proxy with 1, 2 and 3 API replicas (wrk; images built)
+	$(BIN)/python bench/compose_capacity.py --compose '$(COMPOSE)'
 
 lint: $(STAMP)  ## ruff (lint and format check) + mypy, as CI runs them
 	$(BIN)/ruff check training service tests bench examples
