@@ -206,6 +206,20 @@ def test_models_come_read_only_from_one_shared_volume() -> None:
     assert volume["persistentVolumeClaim"]["claimName"] == "digits-models"
 
 
+def test_the_network_policy_lets_in_the_http_port_only_and_nothing_out() -> None:
+    docs = render(BASE)
+    policy = one(docs, "NetworkPolicy", "digits-api")
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    assert policy["spec"]["egress"] == []
+    assert "http" in {p["name"] for p in api_deployment_container(docs)["ports"]}
+    # not the training Job's pods: it may download a data set
+    job_labels = one(render(TRAIN), "Job")["spec"]["template"]["metadata"]["labels"]
+    assert not policy["spec"]["podSelector"]["matchLabels"].items() <= job_labels.items()
+
+
 # --- every pod: security and resources ----------------------------------------------------
 def _all_pods() -> list[tuple[str, Doc]]:
     return [pod for directory in kustomizations() for pod in pod_specs(render(directory))]
@@ -266,7 +280,7 @@ def test_the_training_job_publishes_into_the_shared_volume() -> None:
 # --- KServe -------------------------------------------------------------------------------
 def test_the_kserve_overlay_is_an_inference_service_on_the_same_image() -> None:
     docs = render(KSERVE)
-    assert not kinds(docs) & {"Deployment", "Service", "HorizontalPodAutoscaler", "Ingress"}
+    assert not kinds(docs) & {"Deployment", "Service", "HorizontalPodAutoscaler", "Ingress", "NetworkPolicy"}
     isvc = one(docs, "InferenceService", "digits")
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
     annotations = isvc["metadata"]["annotations"]
