@@ -292,6 +292,17 @@ compose_up() {
   for name in $apis $proxy; do check_health "$name"; done
   [ "$(pm exec "$proxy" id -u)" != 0 ] || { echo "   the proxy runs as root"; return 1; }
   check_predict "$COMPOSE_PORT"
+  # the client's request id goes through to the replica and back; a body over MAX_REQUEST_BYTES
+  # gets the proxy's 413 in the API's JSON shape
+  local rid answer
+  rid=$(curl -s --noproxy '*' -m 5 -D - -o /dev/null -H 'X-Request-ID: ci-proxy-1' "$url/healthz" \
+    | tr -d '\r' | awk 'tolower($1) == "x-request-id:" { print $2 }')
+  [ "$rid" = ci-proxy-1 ] || { echo "   X-Request-ID came back as '$rid'"; return 1; }
+  answer=$(head -c $((16 * 1024 * 1024 + 1)) /dev/zero | curl -s --noproxy '*' -m 30 -w ' %{http_code}' \
+    -H 'Content-Type: application/json' --data-binary @- "$url/predict")
+  [ "${answer##* }" = 413 ] && grep -q '"payload_too_large"' <<<"$answer" \
+    || { echo "   16 MiB + 1 byte: $answer"; return 1; }
+  echo "   X-Request-ID passed through; 16 MiB + 1 byte: 413 from the proxy"
   # 300 predicts, all answered, each replica served some (counted by its own /metrics)
   "$PYTHON" .ci/compose_check.py spread "$url" --containers "$(tr '\n' ',' <<<"$apis" | sed 's/,$//')"
   # 24 slow clients on the proxy: /healthz keeps answering within 2 s
