@@ -6,6 +6,7 @@ tests/integration/test_deploy_probes.py."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import kubernetes_validate
@@ -305,6 +306,26 @@ def test_the_kserve_overlay_is_an_inference_service_on_the_same_image() -> None:
     assert predictor["terminationGracePeriodSeconds"] > pause + int(env["GRACEFUL_TIMEOUT"])
     pod_labels = {"serving.kserve.io/inferenceservice": isvc["metadata"]["name"]}
     assert one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == pod_labels
+
+
+def test_the_kserve_objects_use_only_fields_kserve_defines() -> None:
+    """Against the field names of KServe's own CRD schemas (tests/deploy/kserve_crd_fields.json,
+    taken from the kserve repository; its source is in the file): a misspelt or invented field
+    would be dropped by the API server without a word. The values inside pod and container
+    fields are validated by Kubernetes' schemas in the first test."""
+    fields = json.loads((Path(__file__).parent / "kserve_crd_fields.json").read_text())
+    docs = render(KSERVE)
+    isvc, known = one(docs, "InferenceService"), fields["InferenceService/v1beta1"]
+    predictor = isvc["spec"]["predictor"]
+    assert set(isvc["spec"]) <= set(known["spec"])
+    assert set(predictor) <= set(known["spec.predictor"])
+    assert set(predictor["model"]) <= set(known["spec.predictor.model"])
+    assert set(predictor["model"]["modelFormat"]) <= set(known["spec.predictor.model.modelFormat"])
+    assert predictor["scaleMetric"] in known["spec.predictor.scaleMetric enum"]
+    runtime, known = one(docs, "ServingRuntime"), fields["ServingRuntime/v1alpha1"]
+    assert set(runtime["spec"]) <= set(known["spec"])
+    for model_format in runtime["spec"]["supportedModelFormats"]:
+        assert set(model_format) <= set(known["spec.supportedModelFormats[]"])
 
 
 def test_the_service_monitor_scrapes_the_service_port() -> None:
