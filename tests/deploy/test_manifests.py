@@ -7,6 +7,8 @@ tests/integration/test_deploy_probes.py."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import kubernetes_validate
@@ -195,6 +197,34 @@ def test_the_token_comes_from_a_secret_file() -> None:
     assert volume["secret"]["items"] == [{"key": "token", "path": token.name}]
 
 
+def test_the_seed_init_container_fills_an_empty_store_once(tmp_path: Path) -> None:
+    """Its script, run here on the repository's models/ and a temporary store in place of the
+    image's /app/models and the volume's mount."""
+    pod = one(render(BASE), "Deployment")["spec"]["template"]["spec"]
+    (seed,) = pod["initContainers"]
+    command, script = seed["command"][:-1], seed["command"][-1]
+    assert command == ["python", "-c"]
+    volume = next(m for m in seed["volumeMounts"] if m["name"] == "models")
+    assert not volume.get("readOnly", False)
+    mount = volume["mountPath"]
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "fashion-mnist" / "1").mkdir(parents=True)  # a name already there, versioned
+    script = script.replace('"/app/models"', repr(str(REPO / "models"))).replace(
+        f'"{mount}"', repr(str(store))
+    )
+
+    def run() -> list[str]:
+        subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=60)
+        return sorted(p.name for p in store.iterdir())
+
+    assert run() == ["fashion-mnist", "mnist.npz"]
+    assert (store / "mnist.npz").read_bytes() == (REPO / "models" / "mnist.npz").read_bytes()
+    before = (store / "mnist.npz").stat().st_mtime_ns
+    assert run() == ["fashion-mnist", "mnist.npz"]  # nothing copied twice, no temporary left
+    assert (store / "mnist.npz").stat().st_mtime_ns == before
+
+
 def test_models_come_read_only_from_one_shared_volume() -> None:
     docs = render(BASE)
     pvc = one(docs, "PersistentVolumeClaim", "digits-models")
@@ -240,6 +270,8 @@ def test_every_pod_runs_as_the_images_user_locked_down() -> None:
             assert container["readOnlyRootFilesystem"] is True, (name, spec["name"])
             assert container["capabilities"] == {"drop": ["ALL"]}, (name, spec["name"])
             assert container.get("runAsUser", APP_UID) == APP_UID, (name, spec["name"])
+            tag = spec["image"].rpartition(":")[2]
+            assert tag and "/" not in tag and tag != "latest", (name, spec["image"])  # pinned
 
 
 def test_every_container_requests_and_limits_cpu_and_memory() -> None:
