@@ -53,6 +53,8 @@ def test_the_proxy_buffers_requests_and_balances_by_name() -> None:
     assert TEMPLATE.count("proxy_pass http://$api;") == 2
     assert SERVICES["proxy"]["environment"]["UPSTREAM"] == "api:8000"
     assert "proxy_set_header X-Request-ID $req_id;" in TEMPLATE
+    # a new connection to a replica per request: TIME_WAIT ports are reused, not searched for
+    assert SERVICES["proxy"]["sysctls"]["net.ipv4.tcp_tw_reuse"] == 1
 
 
 def test_both_run_read_only_with_a_tmpfs() -> None:
