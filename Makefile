@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test test-unit test-long security fuzz soak lint bench-train bench-serve bench-capacity clean
+.PHONY: serve test test-unit test-long security fuzz soak lint bench-train bench-serve bench-capacity validate-deploy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench-train: $(STAMP)  ## training speed vs PyTorch, scikit-learn and the GEMM b
 
 bench-serve: $(STAMP)  ## requests/s of predict vs a no-op floor under gunicorn (needs wrk)
 	$(BIN)/python bench/serve_load.py --duration 10 --rounds 2
+
+validate-deploy: $(STAMP)  ## every kustomization under deploy/, rendered and validated strictly (custom resources: a warning)
+	@for dir in $$(find deploy -name kustomization.yaml -printf '%h\n' | sort); do \
+	    echo "== $$dir"; kubectl kustomize "$$dir" | $(BIN)/kubernetes-validate --strict --quiet - || exit 1; done
 
 COMPOSE ?= docker compose
 bench-capacity: $(STAMP)  ## req/s through the compose proxy with 1, 2 and 3 API replicas (wrk; images built)
