@@ -8,6 +8,7 @@ import re
 
 import yaml
 from deploy_testkit import DEPLOY, REPO
+from flask import Flask
 
 from service.settings import Settings
 
@@ -62,3 +63,27 @@ def test_both_run_read_only_with_a_tmpfs() -> None:
         assert SERVICES[name]["read_only"] is True
         assert SERVICES[name]["tmpfs"] == ["/tmp"]
         assert "healthcheck" in SERVICES[name]
+
+
+#: POST routes that the proxy and the Ingress may send twice (to a second replica, when the first
+#: failed or went away mid-request): each is a pure function of its body, or idempotent (reload).
+RETRY_SAFE_POSTS = {
+    "admin.reload_models",
+    "api.accuracy",
+    "api.explain",
+    "api.loss",
+    "api.predict",
+    "demo.preprocess",
+    "tfserving.explain",
+    "tfserving.predict",
+    "v2.infer",
+}
+
+
+def test_every_post_route_is_safe_to_retry(app: Flask) -> None:
+    """nginx.conf.template and the Ingress retry POSTs (proxy_next_upstream non_idempotent). A new
+    POST route that changes state must not be retried: give it a location (and an Ingress) with
+    proxy_next_upstream off; only a route that is safe to send twice belongs in RETRY_SAFE_POSTS."""
+    posts = {rule.endpoint for rule in app.url_map.iter_rules() if "POST" in (rule.methods or ())}
+    assert posts <= RETRY_SAFE_POSTS, posts - RETRY_SAFE_POSTS
+    assert "non_idempotent" in TEMPLATE
