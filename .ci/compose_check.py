@@ -88,6 +88,8 @@ def spread(args: argparse.Namespace) -> int:
     url = urllib.parse.urlsplit(args.url)
     body = digit_body()
     containers = args.containers.split(",")
+    # each worker moves its numbers into /metrics once a second: let earlier requests arrive
+    time.sleep(1.5)
     before = {c: replica_predicts(c) for c in containers}
     statuses: dict[int | str, int] = {}
     lock = threading.Lock()
@@ -109,7 +111,7 @@ def spread(args: argparse.Namespace) -> int:
     for t in threads:
         t.join()
     elapsed = time.monotonic() - t0
-    time.sleep(1.5)  # each worker moves its numbers into /metrics once a second
+    time.sleep(1.5)
     served = {c: int(replica_predicts(c) - before[c]) for c in containers}
     ok = statuses.get(200, 0)
     print(f"   {args.requests} predicts through the proxy in {elapsed:.1f} s: statuses {statuses}")
