@@ -324,6 +324,11 @@ class _EpochProgress:
         self._losses: list[float] = []
 
     def start(self, epoch: int, step: int) -> None:
+        self._losses.clear()
+        # shown on a terminal only; without one, tqdm is not even imported (a tenth of a second)
+        if not self.enabled or not sys.stderr.isatty():
+            self._bar = None
+            return
         from tqdm import tqdm
 
         self._bar = tqdm(
@@ -332,12 +337,12 @@ class _EpochProgress:
             desc=f"epoch {epoch}/{self.epochs}",
             unit="batch",
             leave=False,
-            disable=None if self.enabled else True,  # None: shown on a terminal only
             file=sys.stderr,
         )
-        self._losses.clear()
 
     def step(self, step: int, loss: float) -> None:
+        if self._bar is None:
+            return
         self._losses.append(loss)
         if step % PROGRESS_EVERY == 0 or step == self.per_epoch:
             self._bar.set_postfix(loss=f"{sum(self._losses) / len(self._losses):.4f}", refresh=False)
@@ -345,7 +350,8 @@ class _EpochProgress:
             self._losses.clear()
 
     def close(self, epoch: int) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _export(
