@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import re
 import sys
@@ -249,8 +250,10 @@ def as_training_arrays(x_uint8: NDArray[np.uint8], dtype: DTypeLike = np.float32
     dt = np.dtype(dtype)
     if not np.issubdtype(dt, np.floating):
         raise ValueError(f"training arrays must be floating point, got {dt}")
-    out = x.reshape(x.shape[0], -1).astype(dt)
-    out /= PIXEL_SCALE
+    # one pass, uint8 in and floats out (numpy converts in small buffered chunks): the same
+    # values as astype(dt) / PIXEL_SCALE, without writing and reading back a whole float array
+    out = np.empty((x.shape[0], math.prod(x.shape[1:])), dt)
+    np.divide(x.reshape(out.shape), dt.type(PIXEL_SCALE), out=out)
     return out
 
 
