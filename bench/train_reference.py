@@ -11,7 +11,8 @@ this script against the whole process of ``python -m training train`` doing the 
   every epoch (the last batch of an epoch may be smaller);
 - after every epoch, the loss and accuracy over the whole train and test sets, printed;
 - the weights after every epoch but the last into a checkpoint ``.npz``, and the final weights and
-  the per-epoch history into ``--output`` and a ``.history.json`` beside it.
+  the per-epoch history into ``--output`` and a ``.history.json`` beside it, each written as the
+  package writes files (temp file, fsync, rename, fsync of the directory).
 
 What makes it careful: every buffer is allocated once and every numpy call writes into one
 (``out=``); one ``rng.permutation`` per epoch, each batch gathered with ``np.take(..., out=)``
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gzip
+import io
 import json
 import os
 import struct
@@ -214,18 +216,32 @@ def main(argv: list[str] | None = None) -> int:
             save(args.output.with_suffix(".ckpt"), weights, order=order)
     save(args.output, weights)
     history_path = args.output.with_suffix(".history.json")
-    history_path.write_text(json.dumps({"epochs": history}, indent=2))
+    write_durably(history_path, json.dumps({"epochs": history}, indent=2).encode())
     args.output.with_suffix(".ckpt").unlink(missing_ok=True)
     print(f"wrote {args.output} and {history_path}")
     return 0
 
 
 def save(path: Path, arrays: dict[str, np.ndarray], **extra: np.ndarray) -> None:
-    """Weights to ``path`` through a temp file and a rename, as the package writes its files."""
+    """Weights to ``path`` as the package writes its files: a temp file, fsync, rename, fsync the
+    directory (so a crash leaves the old file or the new one, on disk)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays, **extra)
+    write_durably(path, buffer.getvalue())
+
+
+def write_durably(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays, **extra)
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 if __name__ == "__main__":
