@@ -260,7 +260,7 @@ def _train(args: argparse.Namespace) -> int:
     with _StopFlag() as stop:
         callbacks = Callbacks(
             on_epoch_start=progress.start,
-            on_step=progress.step,
+            on_step=progress.step if progress.shown else None,  # the loss only for the bar
             should_stop=stop,
             on_epoch_end=progress.close,
             on_epoch=print_epoch,
@@ -319,15 +319,14 @@ class _EpochProgress:
     def __init__(self, epochs: int, per_epoch: int, *, enabled: bool) -> None:
         self.epochs = epochs
         self.per_epoch = per_epoch
-        self.enabled = enabled
+        #: shown on a terminal only; without one, tqdm is not even imported (a tenth of a second)
+        self.shown = enabled and sys.stderr.isatty()
         self._bar: Any = None
         self._losses: list[float] = []
 
     def start(self, epoch: int, step: int) -> None:
         self._losses.clear()
-        # shown on a terminal only; without one, tqdm is not even imported (a tenth of a second)
-        if not self.enabled or not sys.stderr.isatty():
-            self._bar = None
+        if not self.shown:
             return
         from tqdm import tqdm
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -236,8 +237,11 @@ class TwoLayerNet:
             raise ValueError(f"expected {n} labels, got shape {t.shape}")
         return labels_to_one_hot(t, c, dtype=self.dtype)
 
-    def sgd_step(self, x: NDArray[np.floating], t: NDArray, learning_rate: float) -> float:
-        """One SGD update on batch (x, t) in place; returns the batch loss before the update.
+    def sgd_step(
+        self, x: NDArray[np.floating], t: NDArray, learning_rate: float, *, with_loss: bool = True
+    ) -> float:
+        """One SGD update on batch (x, t) in place; returns the batch loss before the update
+        (NaN with ``with_loss=False``: a loop that shows no loss skips its 4 numpy calls a step).
 
         The fast path of ``params[k] -= learning_rate * gradient(x, t)[k]``: the same math fused
         into preallocated buffers (``_forward_backward``), so a training loop of equal-sized
@@ -249,13 +253,16 @@ class TwoLayerNet:
             ws = _Workspace(n, self.input_size, self.hidden_size, self.output_size, self.dtype)
             if self._workspace is None or n > self._workspace.n:
                 self._workspace = ws
-        loss = self._forward_backward(x, t, ws, scale=learning_rate)
+        loss = self._forward_backward(x, t, ws, scale=learning_rate, with_loss=with_loss)
         for k, g in ws.grads.items():
             self.params[k] -= g
         return loss
 
-    def _forward_backward(self, x: NDArray, t: NDArray, ws: _Workspace, scale: float) -> float:
-        """Forward pass, loss, and scale * gradients into ws.grads. Backward mirrors forward."""
+    def _forward_backward(
+        self, x: NDArray, t: NDArray, ws: _Workspace, scale: float, with_loss: bool = True
+    ) -> float:
+        """Forward pass, loss (NaN unless ``with_loss``), and scale * gradients into ws.grads.
+        Backward mirrors forward."""
         p = self.params
         n, c = x.shape[0], self.output_size
         one_hot = t.ndim == 2
@@ -284,9 +291,11 @@ class TwoLayerNet:
         if self.loss_name == "cross_entropy":
             # integer labels pick rows of the identity: one-hot targets without fancy indexing
             t_hot = t if one_hot else np.take(ws.eye, t.astype(np.intp, copy=False), axis=0, out=ws.t_hot)
-            log_y = np.maximum(y, CROSS_ENTROPY_EPS, out=ws.tmp_nc)
-            np.log(log_y, out=log_y)
-            loss = -float(np.vdot(t_hot, log_y)) / n
+            loss = math.nan
+            if with_loss:
+                log_y = np.maximum(y, CROSS_ENTROPY_EPS, out=ws.tmp_nc)
+                np.log(log_y, out=log_y)
+                loss = -float(np.vdot(t_hot, log_y)) / n
             # softmax followed by cross-entropy: dL/da2 = (y - t) / N
             da2 -= t_hot
             da2 *= scale / n
@@ -294,7 +303,7 @@ class TwoLayerNet:
             t_hot = t if one_hot else labels_to_one_hot(t, c, dtype=self.dtype)
             dy = ws.tmp_nc
             np.subtract(y, t_hot, out=dy)  # y - t
-            loss = 0.5 * float(np.sum(dy * dy)) / n
+            loss = 0.5 * float(np.sum(dy * dy)) / n if with_loss else math.nan
             dy *= scale / n  # dL/dy
             # through softmax: da2 = y * (dy - sum(dy * y, axis=1))
             np.sum(dy * y, axis=1, keepdims=True, out=ws.row)

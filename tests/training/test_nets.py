@@ -109,6 +109,17 @@ def test_sgd_steps_follow_the_readable_gradient_in_float32(loss_name):
         np.testing.assert_allclose(fast.params[k], readable.params[k], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("loss_name", LOSSES)
+def test_sgd_step_without_the_loss_makes_the_same_update(small_net_data, loss_name):
+    rng, x, t = small_net_data
+    a = TwoLayerNet(12, 6, 4, weight_init_std=1.0, rng=rng, loss_name=loss_name)
+    b = TwoLayerNet.from_params({k: v.copy() for k, v in a.params.items()}, loss_name)
+    assert np.isfinite(a.sgd_step(x, t, 0.1))
+    assert np.isnan(b.sgd_step(x, t, 0.1, with_loss=False))
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k])
+
+
 def test_accuracy_with_integer_and_one_hot_labels():
     net = TwoLayerNet(2, 3, 2, rng=np.random.default_rng(0))
     net.params["W1"][:] = 0
