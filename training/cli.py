@@ -260,7 +260,7 @@ def _train(args: argparse.Namespace) -> int:
     with _StopFlag() as stop:
         callbacks = Callbacks(
             on_epoch_start=progress.start,
-            on_step=progress.step,
+            on_step=progress.step if progress.shown else None,  # the loss only for the bar
             should_stop=stop,
             on_epoch_end=progress.close,
             on_epoch=print_epoch,
@@ -319,11 +319,15 @@ class _EpochProgress:
     def __init__(self, epochs: int, per_epoch: int, *, enabled: bool) -> None:
         self.epochs = epochs
         self.per_epoch = per_epoch
-        self.enabled = enabled
+        #: shown on a terminal only; without one, tqdm is not even imported (a tenth of a second)
+        self.shown = enabled and sys.stderr.isatty()
         self._bar: Any = None
         self._losses: list[float] = []
 
     def start(self, epoch: int, step: int) -> None:
+        self._losses.clear()
+        if not self.shown:
+            return
         from tqdm import tqdm
 
         self._bar = tqdm(
@@ -332,12 +336,12 @@ class _EpochProgress:
             desc=f"epoch {epoch}/{self.epochs}",
             unit="batch",
             leave=False,
-            disable=None if self.enabled else True,  # None: shown on a terminal only
             file=sys.stderr,
         )
-        self._losses.clear()
 
     def step(self, step: int, loss: float) -> None:
+        if self._bar is None:
+            return
         self._losses.append(loss)
         if step % PROGRESS_EVERY == 0 or step == self.per_epoch:
             self._bar.set_postfix(loss=f"{sum(self._losses) / len(self._losses):.4f}", refresh=False)
@@ -345,7 +349,8 @@ class _EpochProgress:
             self._losses.clear()
 
     def close(self, epoch: int) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _export(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -198,17 +199,53 @@ class TwoLayerNet:
         return {k: numerical_gradient(loss_w, self.params[k]) for k in PARAM_NAMES}
 
     def gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, NDArray[np.floating]]:
-        """dL/dparams by backpropagation; same keys and shapes as ``params``."""
+        """dL/dparams by backpropagation; same keys and shapes as ``params``.
+
+        The textbook's computation, one line per step of the chain rule. ``sgd_step`` is the
+        same math fused into preallocated buffers; tests hold the two together.
+        """
+        p = self.params
         x = np.atleast_2d(np.asarray(x, dtype=self.dtype))
-        ws = _Workspace(x.shape[0], self.input_size, self.hidden_size, self.output_size, self.dtype)
-        self._forward_backward(x, np.asarray(t), ws, scale=1.0)
-        return {k: v.copy() for k, v in ws.grads.items()}
+        n = x.shape[0]
+        t_hot = self._one_hot_targets(np.asarray(t), n)
 
-    def sgd_step(self, x: NDArray[np.floating], t: NDArray, learning_rate: float) -> float:
-        """One SGD update on batch (x, t) in place; returns the batch loss before the update.
+        # forward: a1 = x W1 + b1, z1 = sigmoid(a1), a2 = z1 W2 + b2, y = softmax(a2)
+        a1 = x @ p["W1"] + p["b1"]  # (N, H)
+        z1 = sigmoid(a1)
+        a2 = z1 @ p["W2"] + p["b2"]  # (N, C)
+        y = softmax(a2)
 
-        Reuses preallocated buffers, so a training loop of equal-sized batches allocates nothing
-        beyond the last partial batch.
+        # backward: dL/da2, then name for name back through the forward pass
+        if self.loss_name == "cross_entropy":
+            da2 = (y - t_hot) / n  # softmax followed by cross-entropy
+        else:
+            dy = (y - t_hot) / n  # d(0.5 * sum((y - t)^2) / N) / dy
+            da2 = y * (dy - np.sum(dy * y, axis=1, keepdims=True))  # through softmax's Jacobian
+        grads = {"W2": z1.T @ da2, "b2": np.sum(da2, axis=0)}
+        dz1 = da2 @ p["W2"].T
+        da1 = dz1 * z1 * (1 - z1)  # sigmoid'(a1) = z1 (1 - z1)
+        grads["W1"] = x.T @ da1
+        grads["b1"] = np.sum(da1, axis=0)
+        return {k: grads[k].astype(self.dtype, copy=False) for k in PARAM_NAMES}
+
+    def _one_hot_targets(self, t: NDArray, n: int) -> NDArray[np.floating]:
+        """Labels (N,) or one-hot rows (N, C), checked against the batch -> one-hot rows (N, C)."""
+        c = self.output_size
+        if t.ndim == 2 and t.shape != (n, c):
+            raise ValueError(f"one-hot labels must be ({n}, {c}), got {t.shape}")
+        if t.ndim != 2 and t.shape != (n,):
+            raise ValueError(f"expected {n} labels, got shape {t.shape}")
+        return labels_to_one_hot(t, c, dtype=self.dtype)
+
+    def sgd_step(
+        self, x: NDArray[np.floating], t: NDArray, learning_rate: float, *, with_loss: bool = True
+    ) -> float:
+        """One SGD update on batch (x, t) in place; returns the batch loss before the update
+        (NaN with ``with_loss=False``: a loop that shows no loss skips its 4 numpy calls a step).
+
+        The fast path of ``params[k] -= learning_rate * gradient(x, t)[k]``: the same math fused
+        into preallocated buffers (``_forward_backward``), so a training loop of equal-sized
+        batches allocates nothing beyond the last partial batch.
         """
         n = x.shape[0]
         ws = self._workspace
@@ -216,13 +253,16 @@ class TwoLayerNet:
             ws = _Workspace(n, self.input_size, self.hidden_size, self.output_size, self.dtype)
             if self._workspace is None or n > self._workspace.n:
                 self._workspace = ws
-        loss = self._forward_backward(x, t, ws, scale=learning_rate)
+        loss = self._forward_backward(x, t, ws, scale=learning_rate, with_loss=with_loss)
         for k, g in ws.grads.items():
             self.params[k] -= g
         return loss
 
-    def _forward_backward(self, x: NDArray, t: NDArray, ws: _Workspace, scale: float) -> float:
-        """Forward pass, loss, and scale * gradients into ws.grads. Backward mirrors forward."""
+    def _forward_backward(
+        self, x: NDArray, t: NDArray, ws: _Workspace, scale: float, with_loss: bool = True
+    ) -> float:
+        """Forward pass, loss (NaN unless ``with_loss``), and scale * gradients into ws.grads.
+        Backward mirrors forward."""
         p = self.params
         n, c = x.shape[0], self.output_size
         one_hot = t.ndim == 2
@@ -251,9 +291,11 @@ class TwoLayerNet:
         if self.loss_name == "cross_entropy":
             # integer labels pick rows of the identity: one-hot targets without fancy indexing
             t_hot = t if one_hot else np.take(ws.eye, t.astype(np.intp, copy=False), axis=0, out=ws.t_hot)
-            log_y = np.maximum(y, CROSS_ENTROPY_EPS, out=ws.tmp_nc)
-            np.log(log_y, out=log_y)
-            loss = -float(np.vdot(t_hot, log_y)) / n
+            loss = math.nan
+            if with_loss:
+                log_y = np.maximum(y, CROSS_ENTROPY_EPS, out=ws.tmp_nc)
+                np.log(log_y, out=log_y)
+                loss = -float(np.vdot(t_hot, log_y)) / n
             # softmax followed by cross-entropy: dL/da2 = (y - t) / N
             da2 -= t_hot
             da2 *= scale / n
@@ -261,7 +303,7 @@ class TwoLayerNet:
             t_hot = t if one_hot else labels_to_one_hot(t, c, dtype=self.dtype)
             dy = ws.tmp_nc
             np.subtract(y, t_hot, out=dy)  # y - t
-            loss = 0.5 * float(np.sum(dy * dy)) / n
+            loss = 0.5 * float(np.sum(dy * dy)) / n if with_loss else math.nan
             dy *= scale / n  # dL/dy
             # through softmax: da2 = y * (dy - sum(dy * y, axis=1))
             np.sum(dy * y, axis=1, keepdims=True, out=ws.row)

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -153,3 +155,17 @@ def test_publish_errors_are_one_line_and_exit_2(tmp_path, mnist_sample_dir, caps
     assert "training" not in captured.out  # refused before any training
     assert captured.err.count("\n") == 1 and captured.err.startswith("error: ")
     assert message.format(tmp=tmp_path) in captured.err
+
+
+def test_training_from_a_directory_imports_no_download_or_progress_bar_modules(tmp_path, mnist_sample_dir):
+    """pooch, requests, platformdirs and tqdm cost a tenth of a second of every start-up; a run
+    on a --data-dir without a terminal needs none of them (a fresh process: pytest has them)."""
+    heavy = ("pooch", "requests", "platformdirs", "tqdm")
+    script = (
+        "import sys\n"
+        "from training.cli import main\n"
+        f"code = main({train_args(mnist_sample_dir, tmp_path / 'm.npz')!r})\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules), code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "[] 0"

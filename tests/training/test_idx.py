@@ -100,6 +100,21 @@ def test_read_idx_rejects_corrupt_gzip(tmp_path, content, problem):
     assert problem in str(info.value)
 
 
+def test_read_idx_reads_gzip_as_gzip_does(tmp_path):
+    """Several gzip members one after another, and zero padding after the last, as GzipFile
+    reads them; garbage after the last member is refused. The arrays are read-only views."""
+    pixels = bytes(range(256)) * 9 + bytes(48)  # 3 x 28 x 28
+    content = idx_bytes(0x0803, (3, 28, 28), pixels)
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(content[:100]) + gzip.compress(content[100:]) + bytes(7))
+    images = read_idx(path)
+    np.testing.assert_array_equal(images, np.frombuffer(pixels, np.uint8).reshape(3, 28, 28))
+    assert not images.flags.writeable
+    path.write_bytes(gzip.compress(IMAGES_3) + b"junk")
+    with pytest.raises(IDXFormatError, match="corrupt gzip data"):
+        read_idx(path)
+
+
 def test_read_idx_missing_file_and_directory(tmp_path):
     with pytest.raises(IDXFormatError, match="no such file"):
         read_idx(tmp_path / "nope.gz")

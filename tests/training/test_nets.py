@@ -89,6 +89,37 @@ def test_sgd_step_decreases_loss_and_equals_gradient_update(small_net_data, loss
     assert net.loss(x, t) < before
 
 
+@pytest.mark.parametrize("loss_name", LOSSES)
+def test_sgd_steps_follow_the_readable_gradient_in_float32(loss_name):
+    """The fused fast path (``sgd_step``) against the textbook one (``gradient``), step by step
+    from the same weights: 30 steps of batches of 8 and a last one of 3, within float32 rounding."""
+    rng = np.random.default_rng(7)
+    fast = TwoLayerNet(20, 6, 4, weight_init_std="xavier", rng=rng, dtype=np.float32, loss_name=loss_name)
+    readable = TwoLayerNet.from_params({k: v.copy() for k, v in fast.params.items()}, loss_name)
+    for step in range(31):
+        m = 8 if step < 30 else 3
+        x, t = rng.random((m, 20), dtype=np.float32), rng.integers(0, 4, m)
+        expected_loss = readable.loss(x, t)
+        grads = readable.gradient(x, t)
+        for k in readable.params:
+            readable.params[k] = readable.params[k] - np.float32(0.5) * grads[k]
+        assert fast.sgd_step(x, t, 0.5) == pytest.approx(expected_loss, rel=1e-5)
+    for k in fast.params:
+        assert fast.params[k].dtype == readable.params[k].dtype == np.float32
+        np.testing.assert_allclose(fast.params[k], readable.params[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss_name", LOSSES)
+def test_sgd_step_without_the_loss_makes_the_same_update(small_net_data, loss_name):
+    rng, x, t = small_net_data
+    a = TwoLayerNet(12, 6, 4, weight_init_std=1.0, rng=rng, loss_name=loss_name)
+    b = TwoLayerNet.from_params({k: v.copy() for k, v in a.params.items()}, loss_name)
+    assert np.isfinite(a.sgd_step(x, t, 0.1))
+    assert np.isnan(b.sgd_step(x, t, 0.1, with_loss=False))
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k])
+
+
 def test_accuracy_with_integer_and_one_hot_labels():
     net = TwoLayerNet(2, 3, 2, rng=np.random.default_rng(0))
     net.params["W1"][:] = 0

@@ -296,3 +296,32 @@ def test_train_data_refuses_arrays_that_do_not_fit(data, change, message):
     }
     with pytest.raises(ValueError, match=message):
         TrainData(**{**fields, **change})
+
+
+def test_shuffle_visits_every_example_once_per_epoch_in_a_new_order():
+    """Which examples each step trained on, seen from outside: each input is a one-hot pixel of
+    its own, so a step changes exactly the rows of W1 of the examples in its batch. Each epoch
+    must cover all 65 exactly once (the last batch holds 5), in an order no other epoch repeats."""
+    n, batch, epochs = 65, 10, 4
+    x, t = np.eye(n, dtype=np.float64), np.arange(n) % 3
+    data = TrainData(x, t, x, t, num_classes=3)
+    config = TrainConfig(hidden_size=4, batch_size=batch, epochs=epochs, dtype="float64")
+    state = init_state(config, n, 3)
+    batches: list[list[int]] = []
+    w1 = state.net.params["W1"].copy()
+
+    def on_step(step, loss):
+        nonlocal w1
+        now = state.net.params["W1"]
+        batches.append(np.flatnonzero(np.any(now != w1, axis=1)).tolist())
+        w1 = now.copy()
+
+    run(config, data, Callbacks(on_step=on_step), resume_from=state)  # the loop `train` runs
+    per_epoch = steps_per_epoch(n, config)
+    assert len(batches) == per_epoch * epochs
+    orders = [batches[e * per_epoch : (e + 1) * per_epoch] for e in range(epochs)]
+    for order in orders:
+        assert [len(b) for b in order] == [batch] * (per_epoch - 1) + [n % batch]
+        assert sorted(i for b in order for i in b) == list(range(n))
+    assert len({str(order) for order in orders}) == epochs
+    assert orders[0] != [list(range(s, min(s + batch, n))) for s in range(0, n, batch)]
