@@ -159,9 +159,26 @@ def read_body(request: Request) -> bytes:
     werkzeug refuses a ``Content-Length`` over the limit before reading anything, but a body
     without one (``Transfer-Encoding: chunked``) it reads up to the limit and returns as if that
     were all of it. One more byte from the server's stream tells whether there was more.
+
+    Under gunicorn (which ends the stream at ``Content-Length`` itself:
+    ``wsgi.input_terminated``), a body with a ``Content-Length`` within the limit is read from
+    the server's stream in one call, as werkzeug would, without its stream wrappers, which
+    cost a tenth of a single-image request.
     """
-    body = request.get_data(cache=False)
+    environ = request.environ
     limit = request.max_content_length
+    length = environ.get("CONTENT_LENGTH")
+    if (
+        length
+        and length.isascii()
+        and length.isdigit()
+        and limit is not None
+        and int(length) <= limit
+        and "wsgi.input_terminated" in environ
+        and "HTTP_TRANSFER_ENCODING" not in environ
+    ):
+        return environ["wsgi.input"].read()  # type: ignore[no-any-return]
+    body = request.get_data(cache=False)
     if (
         limit is not None
         and len(body) >= limit
