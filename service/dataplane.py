@@ -12,7 +12,8 @@ is decided here, once, for all of them:
   each input against the model's, the batch against ``MAX_BATCH_SIZE``, finiteness, the range of
   the values and their scale (pixel values 0-255 are divided by 255, as training did);
 * ``batch_from_images``: image files -> the model's batch, by ``service.images``;
-* ``infer``: the forward pass, the labels, and the per-class prediction counts for /metrics.
+* ``infer``: the forward pass, the labels, and for /metrics the per-class prediction counts and
+  the confidence histogram.
 
 A request that does not fit raises ``InputError`` with a ``reason`` and its parameters; each
 protocol words it in its own error shape (``message`` takes the protocol's templates), so the
@@ -259,8 +260,9 @@ def batch_from_images(files: Sequence[bytes], spec: InputSpec, preprocess: bool)
 
 # --- the model ----------------------------------------------------------------------------
 def infer(model: Model, x: NDArray[np.floating]) -> Inference:
-    """The network's answer for the batch ``x`` (N, D), counted by class for /metrics."""
+    """The network's answer for the batch ``x`` (N, D), counted by class and by confidence (the
+    top probability of each answer) for /metrics."""
     probabilities = model.predict(x)
     labels = probabilities.argmax(axis=1)
-    count_predictions(model.name, model.class_names, labels)
+    count_predictions(model.name, model.class_names, labels, probabilities.max(axis=1))
     return Inference(probabilities, labels)
