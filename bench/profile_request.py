@@ -1,9 +1,11 @@
 """Where a request's time goes inside the app: one JSON body, in process, no HTTP.
 
-Builds the app as gunicorn does (``BENCH_NOOP=1``, the models in ``--model-dir``), posts the
-same body that ``bench/serve_load.py`` sends through Flask's test client, and prints the mean
-microseconds per request of the no-op floor and of ``/predict`` (interleaved, best of the
-rounds), then a cProfile of ``/predict`` sorted by the time spent in each function itself:
+Builds the app as gunicorn does (``BENCH_NOOP=1``, the models in ``--model-dir``), calls it with
+the same body that ``bench/serve_load.py`` sends, in a WSGI environ like the one gunicorn's sync
+worker builds (``wsgi.input_terminated`` included, so the body is read as under gunicorn), and
+prints the mean microseconds per request of the no-op floor and of ``/predict`` (interleaved,
+best of the rounds), then a cProfile of ``/predict`` sorted by the time spent in each function
+itself. (Flask's test client would cost several times the app itself: building its environ.)
 
     python bench/profile_request.py                 # the 100-digit batch (predict-100)
     python bench/profile_request.py --body one      # one digit (predict-1)
@@ -20,6 +22,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as gunicorn.conf.py, befor
 
 import argparse  # noqa: E402
 import cProfile  # noqa: E402
+import io  # noqa: E402
 import pstats  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -54,14 +57,17 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(Settings.from_env({"MODEL_DIR": str(args.model_dir), "BENCH_NOOP": "1"}))
     except StartupError as exc:
         sys.exit(f"error: {exc}")
-    client = app.test_client()
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> None:
+        if not status.startswith("200"):
+            sys.exit(f"error: the app answered {status}")
 
     def run(path: str) -> float:
         started = time.perf_counter()
         for _ in range(args.requests):
-            response = client.post(path, data=body, content_type="application/json")
-            if response.status_code != 200:
-                sys.exit(f"error: {path} answered {response.status_code}: {response.text[:200]}")
+            answer = app(_environ(path, body), start_response)
+            b"".join(answer)
+            answer.close()  # type: ignore[attr-defined]
         return (time.perf_counter() - started) / args.requests * 1e6
 
     best = {"/_bench/noop": float("inf"), "/predict": float("inf")}
@@ -78,6 +84,34 @@ def main(argv: list[str] | None = None) -> int:
     profile.disable()
     pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
     return 0
+
+
+def _environ(path: str, body: bytes) -> dict[str, object]:
+    """A POST of ``body`` to ``path`` as gunicorn's sync worker presents it to the app."""
+    return {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "RAW_URI": path,
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "REMOTE_PORT": "40000",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_HOST": "127.0.0.1:8000",
+        "HTTP_USER_AGENT": "wrk",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.input_terminated": True,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
 
 
 if __name__ == "__main__":

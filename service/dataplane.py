@@ -12,7 +12,8 @@ is decided here, once, for all of them:
   each input against the model's, the batch against ``MAX_BATCH_SIZE``, finiteness, the range of
   the values and their scale (pixel values 0-255 are divided by 255, as training did);
 * ``batch_from_images``: image files -> the model's batch, by ``service.images``;
-* ``infer``: the forward pass, the labels, and the per-class prediction counts for /metrics;
+* ``infer``: the forward pass, the labels, and for /metrics the per-class prediction counts and
+  the confidence histogram;
 * ``explain``: why: the attributions of each input's pixels to a class's probability, by the
   network's own backpropagation (``explain_options`` checks what a request asks for).
 
@@ -243,12 +244,16 @@ def model_input(
         if not (arr.min() >= 0 and arr.max() <= top) or fraction:
             raise InputError("whole", top=top)
         return (arr.astype(np.float32) / np.float32(top)).reshape(len(arr), -1)
-    with np.errstate(over="ignore"):  # beyond float32 becomes inf: refused as not finite
-        x = arr.reshape(len(arr), -1).astype(np.float32, copy=False)
-    if not (x.min() >= 0 and x.max() <= top):  # False for NaN too
-        if not np.isfinite(x).all():
-            raise InputError("finite")
-        raise InputError("range", top=top)
+    flat = arr.reshape(len(arr), -1)
+    if flat.dtype != np.float32 and flat.min() >= 0 and flat.max() <= top:  # (False for NaN)
+        x = flat.astype(np.float32)  # the common case: in range already, nothing can overflow
+    else:
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf: refused as not finite
+            x = flat.astype(np.float32, copy=False)
+        if not (x.min() >= 0 and x.max() <= top):  # (False for NaN)
+            if not np.isfinite(x).all():
+                raise InputError("finite")
+            raise InputError("range", top=top)
     return x if top == 1 else x / np.float32(top)
 
 
@@ -287,10 +292,13 @@ def batch_from_images(files: Sequence[bytes], spec: InputSpec, preprocess: bool)
 
 # --- the model ----------------------------------------------------------------------------
 def infer(model: Model, x: NDArray[np.floating]) -> Inference:
-    """The network's answer for the batch ``x`` (N, D), counted by class for /metrics."""
+    """The network's answer for the batch ``x`` (N, D), counted by class and by confidence (the
+    top probability of each answer) for /metrics."""
     probabilities = model.predict(x)
     labels = probabilities.argmax(axis=1)
-    count_predictions(model.name, model.class_names, labels)
+    # each answer's top probability; for one input, an index is cheaper than a reduction
+    confidence = probabilities[:1, labels[0]] if len(labels) == 1 else probabilities.max(axis=1)
+    count_predictions(model.name, model.class_names, labels, confidence)
     return Inference(probabilities, labels)
 
 

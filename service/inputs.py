@@ -125,6 +125,7 @@ TFSERVING_NUMBERS = ("instances|inputs",)
 
 def request_payload(request: Request) -> Any:
     """The request's options and data as one mapping (not yet validated)."""
+    request = _unproxied(request)
     mimetype = request.mimetype
     if mimetype == JSON_MIMETYPE:
         _no_query_options(request)
@@ -145,6 +146,13 @@ def request_payload(request: Request) -> Any:
     raise UnsupportedMediaType(f"Content-Type {mimetype!r} is not supported; send {_SUPPORTED}")
 
 
+def _unproxied(request: Request) -> Request:
+    """The request itself for Flask's ``request`` proxy: each attribute read through the proxy
+    costs about a microsecond, and a request reads a dozen."""
+    get: Any = getattr(request, "_get_current_object", None)
+    return get() if get is not None else request
+
+
 def _no_query_options(request: Request) -> None:
     """Options in the query string are for raw image bodies, which have nowhere else to put
     them; beside a JSON or form body they would be silently ignored, so they are refused (422)."""
@@ -161,9 +169,27 @@ def read_body(request: Request) -> bytes:
     werkzeug refuses a ``Content-Length`` over the limit before reading anything, but a body
     without one (``Transfer-Encoding: chunked``) it reads up to the limit and returns as if that
     were all of it. One more byte from the server's stream tells whether there was more.
+
+    Under gunicorn (which ends the stream at ``Content-Length`` itself:
+    ``wsgi.input_terminated``), a body with a ``Content-Length`` within the limit is read from
+    the server's stream in one call, as werkzeug would, without its stream wrappers, which
+    cost a tenth of a single-image request.
     """
-    body = request.get_data(cache=False)
+    request = _unproxied(request)
+    environ = request.environ
     limit = request.max_content_length
+    length = environ.get("CONTENT_LENGTH")
+    if (
+        length
+        and length.isascii()
+        and length.isdigit()
+        and limit is not None
+        and int(length) <= limit
+        and "wsgi.input_terminated" in environ
+        and "HTTP_TRANSFER_ENCODING" not in environ
+    ):
+        return environ["wsgi.input"].read()  # type: ignore[no-any-return]
+    body = request.get_data(cache=False)
     if (
         limit is not None
         and len(body) >= limit

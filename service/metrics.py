@@ -58,6 +58,9 @@ REQUEST_ID_HEADER = "X-Request-ID"
 MAX_REQUEST_ID_LENGTH = 128
 #: Seconds; a forward pass takes well under a millisecond, an image upload a few.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+#: Top-class probabilities: one answer's confidence, from a guess among 10 classes (0.1) to sure.
+#: Most answers of a good model sit above 0.99; a shift into the lower buckets is drift.
+CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999)
 UNMATCHED = "unmatched"
 NO_MODEL = ""
 #: Seconds between a worker's flushes of its pending numbers into the shared metrics.
@@ -76,6 +79,12 @@ LATENCY = Histogram(
 )
 IN_FLIGHT = Gauge("digits_http_requests_in_flight", "Requests being handled now", multiprocess_mode="livesum")
 PREDICTIONS = Counter("digits_predictions", "Predicted labels, by model and class", ("model", "class_name"))
+CONFIDENCE = Histogram(
+    "digits_prediction_confidence",
+    "The top class probability of each answer (one per input), by model",
+    ("model",),
+    buckets=CONFIDENCE_BUCKETS,
+)
 MODEL_LOADS = Counter("digits_model_loads", "Model files loaded and validated, by model", ("model",))
 MODEL_LOAD_FAILURES = Counter(
     "digits_model_load_failures",
@@ -111,6 +120,8 @@ class _Pending:
         self.latency: dict[tuple[str, str], list[float]] = {}
         #: (model, class name) -> predictions
         self.predictions: dict[tuple[str, str], int] = {}
+        #: model -> [sum of top probabilities, count per bucket ..., count over the last]
+        self.confidence: dict[str, list[float]] = {}
 
 
 _pending = _Pending()
@@ -122,20 +133,28 @@ def flush() -> None:
         requests, _pending.requests = _pending.requests, {}
         latency, _pending.latency = _pending.latency, {}
         predictions, _pending.predictions = _pending.predictions, {}
+        confidence, _pending.confidence = _pending.confidence, {}
         in_flight = _pending.in_flight
     for request_labels, count in requests.items():
         _child(REQUESTS, *request_labels).inc(count)
-    for latency_labels, (seconds, *buckets) in latency.items():
-        # n observations at once, into the histogram's own sum and bucket values (what
-        # Histogram.observe does one at a time): prometheus_client has no public call for it
-        histogram = _child(LATENCY, *latency_labels)
-        histogram._sum.inc(seconds)
-        for bucket, observed in zip(histogram._buckets, buckets, strict=True):
-            if observed:
-                bucket.inc(observed)
+    for latency_labels, observed in latency.items():
+        _observe_many(_child(LATENCY, *latency_labels), observed)
     for prediction_labels, count in predictions.items():
         _child(PREDICTIONS, *prediction_labels).inc(count)
+    for model_name, observed in confidence.items():
+        _observe_many(_child(CONFIDENCE, model_name), observed)
     IN_FLIGHT.set(in_flight)
+
+
+def _observe_many(histogram: Any, observed: list[float]) -> None:
+    """n observations at once (their sum, then the count per bucket), into the histogram's own
+    sum and bucket values, as Histogram.observe does one at a time: prometheus_client has no
+    public call for it."""
+    total, *buckets = observed
+    histogram._sum.inc(total)
+    for bucket, count in zip(histogram._buckets, buckets, strict=True):
+        if count:
+            bucket.inc(count)
 
 
 def start_flushing(interval: float = FLUSH_SECONDS) -> None:
@@ -208,8 +227,15 @@ class RequestBookkeeping:
                 pending.in_flight -= 1
 
 
-def count_predictions(model_name: str, class_names: Sequence[str], labels: NDArray[np.intp]) -> None:
-    """Add a batch's predicted labels (N,) to the per-class counter."""
+def count_predictions(
+    model_name: str,
+    class_names: Sequence[str],
+    labels: NDArray[np.intp],
+    confidence: NDArray[np.floating] | None = None,
+) -> None:
+    """Add a batch's predicted labels (N,) to the per-class counter, and each answer's top
+    probability (N,), if given, to the confidence histogram: one bucket search for the whole
+    batch (the buckets of ``Histogram.observe``: the first bound at or above the value)."""
     if len(labels) == 1:
         counts = {class_names[int(labels[0])]: 1}
     else:
@@ -218,11 +244,26 @@ def count_predictions(model_name: str, class_names: Sequence[str], labels: NDArr
             for label, count in enumerate(np.bincount(labels, minlength=len(class_names)).tolist())
             if count
         }
+    # (sum, [(bucket index, count), ...]) of the top probabilities
+    observed: tuple[float, list[tuple[int, int]]] | None = None
+    if confidence is not None and len(confidence) == 1:
+        top = float(confidence[0])
+        observed = (top, [(bisect_left(CONFIDENCE_BUCKETS, top), 1)])
+    elif confidence is not None:
+        buckets = np.bincount(np.searchsorted(CONFIDENCE_BUCKETS, confidence))  # side="left": as bisect_left
+        observed = (float(confidence.sum(dtype=np.float64)), [*enumerate(buckets.tolist())])
     with _pending.lock:
         predictions = _pending.predictions  # (read under the lock: flush swaps it)
         for class_name, count in counts.items():
             key = (model_name, class_name)
             predictions[key] = predictions.get(key, 0) + count
+        if observed is not None:
+            histogram = _pending.confidence.get(model_name)
+            if histogram is None:
+                histogram = _pending.confidence[model_name] = [0.0] * (len(CONFIDENCE_BUCKETS) + 2)
+            histogram[0] += observed[0]
+            for bucket, count in observed[1]:
+                histogram[1 + bucket] += count
 
 
 def count_model_load(model_name: str, ok: bool = True) -> None:
@@ -233,7 +274,8 @@ def count_model_load(model_name: str, ok: bool = True) -> None:
     metrics,
     "/metrics",
     summary="Prometheus metrics, summed over every worker: requests by route, model and status, "
-    "latency histograms, in-flight requests, predictions by class, model loads and load failures.",
+    "latency histograms, in-flight requests, predictions by class, the confidence (top probability) "
+    "of each answer, model loads and load failures.",
     tags=("metrics",),
     access="open",
     response_content={"text/plain": {"schema": {"type": "string"}}},

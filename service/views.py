@@ -42,6 +42,7 @@ from service.schemas import (
     PredictRequestSchema,
     PredictResponseSchema,
     StatusResponseSchema,
+    plain_inputs,
 )
 from service.settings import Settings
 from service.state import current, lookup
@@ -176,13 +177,16 @@ def inference(
 )
 def predict(name: str | None = None, version: str | None = None) -> Response:
     endpoint = lookup(name, version)
-    data = endpoint.schemas.predict.load(request_payload(request))
+    payload = request_payload(request)
+    x = plain_inputs(payload, endpoint.spec)
+    if x is None:
+        x = endpoint.schemas.predict.load(payload)["x"]
     model = endpoint.model
     return json_response(
         {
             "model": model.name,
             "version": model.version,
-            "predictions": _predictions(model, dataplane.infer(model, data["x"])),
+            "predictions": _predictions(model, dataplane.infer(model, x)),
         }
     )
 

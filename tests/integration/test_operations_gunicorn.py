@@ -13,11 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 from gunicorn_testkit import failed_start, gunicorn, stop, wait_ready
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.metrics import CONFIDENCE_BUCKETS
 from training.fileio import atomic_write_bytes
 
 TOKEN = "test-admin-token"
@@ -292,6 +294,14 @@ def test_metrics_add_up_across_workers(server: Server) -> None:
     )
     assert predicted == 60
     assert not any("nope" in str(key) for key in after)  # unknown names never become labels
+    # each answer's top probability, in the confidence histogram's bucket for it
+    tops = [float(np.float32(max(p["probabilities"]))) for a in answers for p in a.json()["predictions"]]
+    assert added("digits_prediction_confidence_count", model="fashion-mnist") == 60
+    assert added("digits_prediction_confidence_sum", model="fashion-mnist") == pytest.approx(sum(tops))
+    for le in (*CONFIDENCE_BUCKETS, float("inf")):
+        label = "+Inf" if le == float("inf") else str(le)
+        placed = added("digits_prediction_confidence_bucket", model="fashion-mnist", le=label)
+        assert placed == sum(top <= le for top in tops), (le, tops[:2])
 
 
 def test_in_flight_requests(server: Server) -> None:

@@ -7,9 +7,10 @@ import json
 
 import pytest
 from flask import Flask, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from service.errors import InvalidJSON, UnsupportedMediaType
-from service.inputs import JsonArray, loads_json, request_payload
+from service.inputs import JsonArray, loads_json, read_body, request_payload
 
 
 def test_inputs_stay_unconverted_and_the_rest_becomes_python() -> None:
@@ -134,3 +135,21 @@ def test_query_options_beside_a_body_that_has_room_for_them_are_refused(
     error = answer.get_json()["error"]
     assert error["code"] == "validation_error" and "preprocess" in error["details"]
     assert client.post("/predict?", json=body).status_code == 200  # an empty query is no option
+
+
+@pytest.mark.parametrize("terminated", [False, True], ids=["werkzeug", "server-terminated"])
+def test_the_body_is_read_whole_and_a_body_over_the_limit_is_413(bare_app: Flask, terminated: bool) -> None:
+    """Under gunicorn (``wsgi.input_terminated``) a body with a Content-Length within the limit
+    is read straight from the server's stream; either way the body is the same, and one over
+    the limit is refused."""
+    limit = 64
+    bare_app.config["MAX_CONTENT_LENGTH"] = limit
+    extra = {"wsgi.input_terminated": True} if terminated else {}
+    for body in (b"", b"x" * 10, b"y" * limit):
+        with bare_app.test_request_context("/", method="POST", data=body, environ_overrides=extra):
+            assert read_body(request) == body
+    too_long = bare_app.test_request_context(
+        "/", method="POST", data=b"z" * (limit + 1), environ_overrides=extra
+    )
+    with too_long, pytest.raises(RequestEntityTooLarge):
+        read_body(request)

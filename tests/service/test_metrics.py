@@ -7,12 +7,15 @@ import re
 import numpy as np
 import pytest
 from flask.testing import FlaskClient
+from numpy.typing import NDArray
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.metrics import count_predictions, flush, request_id_from
+from service.metrics import CONFIDENCE_BUCKETS, count_predictions, flush, request_id_from
+from training import TwoLayerNet
 
 ONE_INPUT = {"inputs": [[0.0] * 784]}
+Sample = tuple[NDArray[np.uint8], NDArray[np.intp]]
 
 
 def value(name: str, **labels: str) -> float:
@@ -148,6 +151,58 @@ def test_metrics_page_is_prometheus_text(client: FlaskClient) -> None:
         "digits_http_request_duration_seconds",
         "digits_http_requests_in_flight",
         "digits_predictions",
+        "digits_prediction_confidence",
         "digits_model_loads",
         "digits_model_load_failures",
     } <= names
+
+
+def confidence_buckets(text: str, model: str) -> dict[str, float]:
+    """le -> cumulative count of ``digits_prediction_confidence`` for ``model``, plus its
+    "sum" and "count", read from the /metrics text."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "digits_prediction_confidence":
+            continue
+        for sample in family.samples:
+            if sample.labels.get("model") != model:
+                continue
+            key = sample.labels.get("le") or sample.name.rsplit("_", 1)[1]
+            found[key] = sample.value
+    return found
+
+
+def test_each_answers_top_probability_is_in_the_confidence_histogram(
+    client: FlaskClient, mnist_net: TwoLayerNet, mnist_sample: Sample
+) -> None:
+    """Read from the /metrics page after real predictions through v1 and v2: one observation per
+    input, in the bucket of its top probability (the first bound at or above it)."""
+    images = mnist_sample[0][:6]
+    x = images.reshape(6, -1).astype(np.float32) / 255
+    x[4:] *= 0.3  # faint digits: less sure answers, in the lower buckets
+    top = mnist_net.predict(x).max(axis=1).astype(np.float64)
+    before = confidence_buckets(client.get("/metrics").get_data(as_text=True), "mnist")
+    assert client.post("/predict", json={"inputs": x[:1].tolist()}).status_code == 200
+    assert client.post("/v1/models/mnist/predict", json={"inputs": x[1:3].tolist()}).status_code == 200
+    tensor = {"name": "input", "shape": [3, 784], "datatype": "FP32", "data": x[3:].ravel().tolist()}
+    assert client.post("/v2/models/mnist/infer", json={"inputs": [tensor]}).status_code == 200
+    after = confidence_buckets(client.get("/metrics").get_data(as_text=True), "mnist")
+    assert after["count"] - before.get("count", 0) == 6
+    assert after["sum"] - before.get("sum", 0) == pytest.approx(top.sum(), rel=1e-6)
+    bounds = [*map(str, CONFIDENCE_BUCKETS), "+Inf"]
+    for le in bounds:
+        expected = int((top <= float(le)).sum())
+        assert after[le] - before.get(le, 0) == expected, (le, top)
+    assert len({int((top <= float(le)).sum()) for le in bounds}) > 2  # the digits spread over buckets
+
+
+def test_count_predictions_confidence_single_and_batch() -> None:
+    """A bound itself counts in its bucket (le: less than or equal), as Histogram.observe."""
+    classes = ["a", "b"]
+    bucket = "digits_prediction_confidence_bucket"
+    before = {le: value(bucket, model="unit-c", le=le) for le in ("0.5", "0.9")}
+    count_predictions("unit-c", classes, np.array([0]), np.array([0.5], np.float64))
+    count_predictions("unit-c", classes, np.array([0, 1, 1]), np.array([0.45, 0.91, 1.0], np.float64))
+    after = {le: value(bucket, model="unit-c", le=le) for le in before}
+    assert after["0.5"] - before["0.5"] == 2 and after["0.9"] - before["0.9"] == 2
+    assert value("digits_prediction_confidence_count", model="unit-c") >= 4

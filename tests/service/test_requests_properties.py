@@ -36,6 +36,7 @@ from service.schemas import (
     LossResponseSchema,
     PredictRequestSchema,
     PredictResponseSchema,
+    plain_inputs,
 )
 from training import LOSSES
 
@@ -203,6 +204,38 @@ def test_schemas_load_or_refuse(spec: InputSpec, kind: str, data: st.DataObject,
         return
     event("loaded")
     check_loaded(loaded, spec, kind)
+
+
+@settings(max_examples=examples(300))
+@given(spec=st.sampled_from([MNIST, FLAT]), data=st.data())
+def test_plain_inputs_give_what_the_schema_gives(spec: InputSpec, data: st.DataObject) -> None:
+    """The hot path's reader of v1 predict bodies (``plain_inputs``) stands in for the schema: it
+    gives exactly the schema's batch, or steps aside (None) and lets the schema answer."""
+    payload = data.draw(payloads("predict", spec.input_size, spec.num_classes, spec.image_size is not None))
+    doc = loads_json(encode(payload))
+    plain = plain_inputs(doc, spec)
+    try:
+        expected = PredictRequestSchema(spec=spec).load(doc)["x"]
+    except (ValidationError, APIError):
+        assert plain is None
+        event("refused")
+        return
+    event("stepped aside" if plain is None else "plain")
+    if plain is not None:
+        assert plain.dtype == expected.dtype and plain.shape == expected.shape
+        np.testing.assert_array_equal(plain, expected)
+
+
+def test_plain_inputs_read_the_plain_forms() -> None:
+    """The bodies clients send are read by ``plain_inputs`` itself, not left to the schema."""
+    row = [0.5] * 6
+    for payload in ({"inputs": [row]}, {"inputs": [row, row], "pixel_range": "0-1"}):
+        x = plain_inputs(loads_json(encode(payload)), FLAT)
+        assert x is not None and x.shape == (len(payload["inputs"]), 6)
+    x = plain_inputs(loads_json(encode({"inputs": [[255] * 6], "pixel_range": "0-255"})), FLAT)
+    assert x is not None and (x == 1).all()
+    for other in ({"inputs": [row], "extra": 1}, {"inputs": [row], "pixel_range": "0-2"}, {"images": []}):
+        assert plain_inputs(loads_json(encode(other)), FLAT) is None
 
 
 # --- through the app ------------------------------------------------------------------------
