@@ -59,6 +59,10 @@ BATCH = 100
 PREDICT_FLOOR_RATIO = 0.8
 PREDICT_P99_MS = 5.0
 BATCH_IMAGES_PER_S = 50_000
+#: Issue 13: predict-1's p99 at most this multiple of the floor's p99, and 100-image JSON
+#: batches at least this fraction of the floor's req/s.
+PREDICT_P99_FLOOR_RATIO = 1.3
+BATCH_FLOOR_RATIO = 0.2
 PNG_FLOOR_RATIO = 0.5
 BENCH_LINE = re.compile(r"^BENCH (.*)$", re.M)
 LISTENING = re.compile(r"Listening at: (http://127\.0\.0\.1:\d+)")
@@ -396,6 +400,11 @@ def _report(results: dict[str, list[Result]], check: bool) -> int:
         targets += [
             (f"predict-1 >= {PREDICT_FLOOR_RATIO}x floor", one.rps / floor >= PREDICT_FLOOR_RATIO),
             (f"predict-1 p99 <= {PREDICT_P99_MS} ms", one.p99_ms <= PREDICT_P99_MS),
+            (
+                f"predict-1 p99 <= {PREDICT_P99_FLOOR_RATIO}x the floor's p99 "
+                f"(got {one.p99_ms / med['floor'].p99_ms:.2f}x)",
+                one.p99_ms <= PREDICT_P99_FLOOR_RATIO * med["floor"].p99_ms,
+            ),
         ]
         if "v2-1" in med:
             ratio = med["v2-1"].rps / one.rps
@@ -414,6 +423,10 @@ def _report(results: dict[str, list[Result]], check: bool) -> int:
                 f"predict-100 >= {BATCH_IMAGES_PER_S:,} images/s",
                 med["predict-100"].rps * BATCH >= BATCH_IMAGES_PER_S,
             )
+        )
+        ratio = med["predict-100"].rps / floor
+        targets.append(
+            (f"predict-100 >= {BATCH_FLOOR_RATIO}x floor (got {ratio:.2f}x)", ratio >= BATCH_FLOOR_RATIO)
         )
     if "png-28" in med:
         targets.append((f"png-28 >= {PNG_FLOOR_RATIO}x floor", med["png-28"].rps / floor >= PNG_FLOOR_RATIO))
