@@ -241,10 +241,7 @@ def _wrk(
     ).stdout
     busy1, total1 = _cpu_jiffies()
     api1, proxy1 = _tree_cpu_seconds(roots["api"]), _tree_cpu_seconds(roots["proxy"])
-    match = serve_load.BENCH_LINE.search(out)
-    if not match:
-        sys.exit(f"wrk printed no BENCH line:\n{out}")
-    fields = {k: int(v) for k, v in (item.split("=") for item in match.group(1).split())}
+    fields = serve_load.wrk_fields(out)
     return Run(
         rps=fields["requests"] / (fields["duration_us"] / 1e6),
         p50_ms=fields["p50_us"] / 1000,

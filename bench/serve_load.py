@@ -343,10 +343,7 @@ def _wrk(
         check=True,
     ).stdout
     cpu = _cpu_seconds(server) - cpu_before
-    match = BENCH_LINE.search(out)
-    if not match:
-        sys.exit(f"wrk printed no BENCH line:\n{out}")
-    fields = {k: int(v) for k, v in (item.split("=") for item in match.group(1).split())}
+    fields = wrk_fields(out)
     return Result(
         rps=fields["requests"] / (fields["duration_us"] / 1e6),
         p50_ms=fields["p50_us"] / 1000,
@@ -354,6 +351,14 @@ def _wrk(
         errors=fields["bad_status"] + fields["socket_errors"],
         cpu_us=cpu / max(fields["requests"], 1) * 1e6,
     )
+
+
+def wrk_fields(out: str) -> dict[str, int]:
+    """The numbers serve_post.lua prints on its BENCH line (requests, duration_us, p50_us, ...)."""
+    match = BENCH_LINE.search(out)
+    if not match:
+        sys.exit(f"wrk printed no BENCH line:\n{out}")
+    return {k: int(v) for k, v in (item.split("=") for item in match.group(1).split())}
 
 
 def _describe(env: dict[str, str], url: str, model_dir: Path, args: argparse.Namespace) -> str:
