@@ -3,12 +3,13 @@
 Builds the app as gunicorn does (``BENCH_NOOP=1``, the models in ``--model-dir``), calls it with
 the same body that ``bench/serve_load.py`` sends, in a WSGI environ like the one gunicorn's sync
 worker builds (``wsgi.input_terminated`` included, so the body is read as under gunicorn), and
-prints the mean microseconds per request of the no-op floor and of ``/predict`` (interleaved,
-best of the rounds), then a cProfile of ``/predict`` sorted by the time spent in each function
-itself. (Flask's test client would cost several times the app itself: building its environ.)
+prints the mean microseconds per request of the no-op floor and of ``/predict`` (or
+``--path``; interleaved, best of the rounds), then a cProfile of it sorted by the time spent in
+each function itself. (Flask's test client would cost several times the app itself: building its environ.)
 
     python bench/profile_request.py                 # the 100-digit batch (predict-100)
     python bench/profile_request.py --body one      # one digit (predict-1)
+    python bench/profile_request.py --body one --path /explain   # why that digit (explain-1)
 
 What it leaves out is what ``serve_load.py``'s floor-100 row measures: gunicorn receiving the
 body over a socket. One BLAS thread, as in gunicorn.conf.py.
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--model-dir", type=Path, default=REPO / "models")
     parser.add_argument("--top", type=int, default=15, help="functions in the profile")
+    parser.add_argument(
+        "--path", default="/predict", help="the route to time and profile (/predict, /explain, ...)"
+    )
     args = parser.parse_args(argv)
     if args.requests < 1 or args.rounds < 1:
         parser.error("--requests and --rounds must be at least 1")
@@ -70,17 +74,17 @@ def main(argv: list[str] | None = None) -> int:
             answer.close()  # type: ignore[attr-defined]
         return (time.perf_counter() - started) / args.requests * 1e6
 
-    best = {"/_bench/noop": float("inf"), "/predict": float("inf")}
+    best = {"/_bench/noop": float("inf"), args.path: float("inf")}
     for _ in range(args.rounds):
         for path in best:
             best[path] = min(best[path], run(path))
     print(f"body: {args.body}, {len(body):,} bytes; best of {args.rounds} rounds of {args.requests} requests")
     print(f"no-op floor {best['/_bench/noop']:8.0f} us/request")
-    print(f"/predict    {best['/predict']:8.0f} us/request\n")
+    print(f"{args.path:<11} {best[args.path]:8.0f} us/request\n")
 
     profile = cProfile.Profile()
     profile.enable()
-    run("/predict")
+    run(args.path)
     profile.disable()
     pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
     return 0
