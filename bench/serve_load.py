@@ -16,6 +16,14 @@ framework floor), and drives every scenario with wrk at the same concurrency:
     tfs-1        POST /v1/models/mnist:predict  predict-1's image as TF Serving's {"instances": [...]}
     explain-1    POST /explain       predict-1's image, integrated gradients at the default 64 steps
 
+With ``--stages`` (not run otherwise), predict-100 step by step: ``POST /_bench/stages/STEP``
+is a predict of the 100-digit body that stops after STEP, so each row adds one step's cost:
+
+    parse-100    simdjson alone: the numbers into numpy, nothing checked (any reader's floor)
+    checks-100   our reader and every check: the model's float32 batch
+    forward-100  and the network's forward pass
+    infer-100    and labels, confidence and their metrics (predict-100 adds the response)
+
 Scenarios run in rounds, in an order that rotates every round, and the medians are reported, so
 whatever else the machine is doing hits all of them alike; the ratios to the floor of the same
 run are what count. Gunicorn settings come from the environment as in production
@@ -23,6 +31,7 @@ run are what count. Gunicorn settings come from the environment as in production
 
     python bench/serve_load.py [--duration 10] [--rounds 2] [--connections 16] [--check]
     python bench/serve_load.py --only floor,predict-1,v2-1      # some scenarios (floor always)
+    python bench/serve_load.py --stages                         # where a batch's time goes
     WORKER_THREADS=4 python bench/serve_load.py      # gthread instead of sync
 
 Models: ``--model-dir`` (default ``models/`` if it has ``mnist.npz``, else a random-weight
@@ -34,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import os
 import re
 import shutil
@@ -84,12 +94,30 @@ class Scenario:
     #: Open Inference Protocol binary extension: the JSON header's length (a file in the work
     #: directory holding the number), or "" for a plain JSON body.
     header_length: str = ""
+    #: Run without --only (the stages run with --stages or --only).
+    default: bool = True
 
+
+def _stage(step: str) -> Scenario:
+    return Scenario(
+        f"{step}-100",
+        f"/_bench/stages/{step}",
+        "batch.json",
+        "application/json",
+        images=BATCH,
+        default=False,
+    )
+
+
+#: predict-100 step by step (``/_bench/stages``, see ``service.views.BENCH_STAGES``): what each
+#: step adds to the cost of a 100-image JSON batch, floor-100 before and predict-100 after.
+STAGES = ("parse", "checks", "forward", "infer")
 
 SCENARIOS = (
     Scenario("floor", "/_bench/noop", "one.json", "application/json"),
     Scenario("predict-1", "/predict", "one.json", "application/json"),
     Scenario("floor-100", "/_bench/noop", "batch.json", "application/json"),
+    *(_stage(step) for step in STAGES),
     Scenario("predict-100", "/predict", "batch.json", "application/json", images=BATCH),
     Scenario("png-28", "/predict", "digit28.png", "image/png"),
     Scenario("png-200", "/predict", "photo240.png", "image/png"),
@@ -135,9 +163,17 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated scenario names (the floor "
         f"always runs): {', '.join(s.name for s in SCENARIOS)}",
     )
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="only floor-100, predict-100 and the steps between them: "
+        + ", ".join(f"{step}-100" for step in STAGES),
+    )
     args = parser.parse_args(argv)
     names = {s.name for s in SCENARIOS}
     wanted = {name.strip() for name in args.only.split(",") if name.strip()}
+    if args.stages:
+        wanted |= {"floor-100", "predict-100", *(f"{step}-100" for step in STAGES)}
     if wanted - names:
         print(
             f"error: --only: unknown scenario(s) {', '.join(sorted(wanted - names))}; "
@@ -145,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    scenarios = tuple(s for s in SCENARIOS if not wanted or s.name in wanted | {"floor"})
+    scenarios = tuple(s for s in SCENARIOS if s.name in wanted | {"floor"} or (not wanted and s.default))
 
     if shutil.which("wrk") is None:
         print("error: wrk not found; install it with `apt-get install -y wrk`", file=sys.stderr)
@@ -290,7 +326,9 @@ def _check_body(url: str, scenario: Scenario, work: Path) -> None:
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         body = orjson.loads(response.read())
-    if scenario.path == "/_bench/noop":
+    if scenario.path.startswith("/_bench/"):
+        if body != {"ok": True}:
+            sys.exit(f"{scenario.name}: unexpected answer {body}")
         return
     if "predictions" in body or "explanations" in body:
         answered = len(body.get("predictions", body.get("explanations", [])))
@@ -398,6 +436,17 @@ def _report(results: dict[str, list[Result]], check: bool) -> int:
             f"{scenario.name:<12} {r.rps:>9,.0f} {r.rps * scenario.images:>10,.0f} "
             f"{r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.rps / floor:>8.2f} {r.cpu_us:>11,.0f} "
             f"{r.errors:>7.0f}"
+        )
+    if "parse-100" in med and "predict-100" in med:
+        steps = ["floor-100", *(f"{step}-100" for step in STAGES), "predict-100"]
+        names = [name for name in steps if name in med]
+        print("\nserver CPU each step adds to a 100-image JSON batch (us/request):")
+        for before, after in itertools.pairwise(names):
+            added = med[after].cpu_us - med[before].cpu_us
+            print(f"  {after.removesuffix('-100'):<10} {added:>+8,.0f}")
+        print(
+            f"predict-100 keeps {med['predict-100'].rps / med['parse-100'].rps:.2f}x of parse-100's "
+            "req/s (simdjson alone, nothing checked: the floor of a JSON batch on this stack)"
         )
     targets = []
     if "predict-1" in med:

@@ -25,7 +25,7 @@ from service import dataplane
 from service.errors import NotAcceptable, NotReady
 from service.heatmap import PNG_MIMETYPE, heatmap_png
 from service.images import IMAGE_MIMETYPES
-from service.inputs import JSON_MIMETYPE, request_payload
+from service.inputs import JSON_MIMETYPE, parse_floor, read_body, request_payload
 from service.registry import Model
 from service.responses import explanation_items
 from service.routes import document_only, route
@@ -45,7 +45,7 @@ from service.schemas import (
     plain_inputs,
 )
 from service.settings import Settings
-from service.state import current, lookup
+from service.state import Endpoint, current, lookup
 from training import LOSSES
 
 api = Blueprint("api", __name__)
@@ -177,11 +177,19 @@ def inference(
 )
 def predict(name: str | None = None, version: str | None = None) -> Response:
     endpoint = lookup(name, version)
+    return _predict_response(endpoint.model, _predict_batch(endpoint))
+
+
+def _predict_batch(endpoint: Endpoint) -> NDArray[np.float32]:
+    """A predict request's inputs, read and checked: the model's batch (N, D)."""
     payload = request_payload(request)
     x = plain_inputs(payload, endpoint.spec)
     if x is None:
         x = endpoint.schemas.predict.load(payload)["x"]
-    model = endpoint.model
+    return x
+
+
+def _predict_response(model: Model, x: NDArray[np.float32]) -> Response:
     return json_response(
         {
             "model": model.name,
@@ -450,6 +458,37 @@ def openapi() -> Response:
 )
 def bench_noop() -> Response:
     request.get_data(cache=False)  # read the body, as every real endpoint must
+    return json_response({"ok": True})
+
+
+#: The steps of a JSON predict, in order: ``POST /_bench/stages/STEP`` stops after STEP (and
+#: answers a constant), so a benchmark sees what each one adds to the request's cost. ``parse``
+#: is simdjson alone (the numbers of ``inputs`` into numpy, nothing checked): the floor of any
+#: JSON reader built on it. Then ``checks`` (our reader and every check: the model's batch),
+#: ``forward`` (the network), ``infer`` (labels, confidence and their metrics).
+BENCH_STAGES = ("parse", "checks", "forward", "infer")
+
+
+@route(
+    bench,
+    *(f"/_bench/stages/{step}" for step in BENCH_STAGES),
+    method="POST",
+    summary="Benchmarks only (BENCH_NOOP=1): a predict of the default model that stops after "
+    "the step named (parse, checks, forward or infer) and answers a constant.",
+    tags=("bench",),
+    request_content={"application/json": {"schema": {}}},
+)
+def bench_stages() -> Response:
+    step = request.path.rpartition("/")[2]
+    if step == "parse":
+        parse_floor(read_body(request))
+        return json_response({"ok": True})
+    endpoint = lookup(None, None)
+    x = _predict_batch(endpoint)
+    if step == "forward":
+        endpoint.model.predict(x)
+    elif step == "infer":
+        dataplane.infer(endpoint.model, x)
     return json_response({"ok": True})
 
 

@@ -294,6 +294,45 @@ def test_bench_noop_is_off_unless_enabled(client: FlaskClient, settings) -> None
     assert bench_client.post("/_bench/noop", json={}).get_json() == {"ok": True}
 
 
+def test_bench_stages_stop_after_the_step_named(settings, mnist_sample) -> None:
+    """``/_bench/stages`` (bench/serve_load.py --stages) runs predict's own steps up to the one
+    named: the same body /predict takes, its errors where predict would give them (past
+    ``parse``), and the predictions counted only once ``infer`` runs."""
+    from dataclasses import replace
+
+    from service import create_app
+    from service.metrics import REGISTRY, flush
+    from service.views import BENCH_STAGES
+
+    def counted() -> float:
+        flush()
+        return sum(
+            REGISTRY.get_sample_value("digits_predictions_total", {"model": "mnist", "class_name": c}) or 0.0
+            for c in "0123456789"
+        )
+
+    client = create_app(replace(settings, bench_noop=True)).test_client()
+    batch = {"inputs": (mnist_sample[0][:8].reshape(8, -1) / 255.0).tolist()}
+    for step in BENCH_STAGES:
+        before = counted()
+        answer = client.post(f"/_bench/stages/{step}", json=batch)
+        assert (answer.status_code, answer.get_json()) == (200, {"ok": True}), step
+        assert counted() - before == (8 if step == "infer" else 0), step
+    for path in ("/_bench/stages", "/_bench/stages/respond", "/_bench/stages/PARSE"):
+        assert client.post(path, json=batch).status_code == 404
+    for body in ({"images": []}, {"inputs": [["a"]]}, {"inputs": {}}):
+        answer = client.post("/_bench/stages/parse", json=body)
+        assert answer.status_code == 400 and answer.get_json()["error"]["code"] == "invalid_json", body
+    bad = {"inputs": [[2.0] * 784]}  # out of range: the checks refuse it as predict does
+    assert client.post("/_bench/stages/parse", json=bad).status_code == 200
+    refused, predicted = (
+        client.post("/_bench/stages/checks", json=bad),
+        client.post("/predict", json=bad),
+    )
+    assert refused.status_code == predicted.status_code == 422
+    assert refused.get_json()["error"]["message"] == predicted.get_json()["error"]["message"]
+
+
 def test_readiness_reads_the_state(settings) -> None:
     """/readyz and the protocol's server-ready answer from the state the worker serves: a state
     without the default model (which start-up and reloads never leave, so made here) is not
