@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import multiprocessing as mp
 import os
 import platform
@@ -469,6 +470,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.baseline is not None and not (Path(args.baseline) / "training" / "trainer.py").is_file():
         print(f"train_speed: --baseline {args.baseline} has no training/trainer.py", file=sys.stderr)
+        return 2
+    missing = [module for module in ("torch", "sklearn") if importlib.util.find_spec(module) is None]
+    if missing:
+        print(
+            f"train_speed: {' and '.join(missing)} not installed; install the bench extra: "
+            "pip install -e '.[bench]' (torch==2.13.0 is the CPU wheel)",
+            file=sys.stderr,
+        )
         return 2
     names = FRAMEWORKS + (("before",) if args.baseline is not None else ())
     print(f"starting one worker each for {', '.join(names)} ...", flush=True)
