@@ -270,7 +270,7 @@ def _convert(value: Any, path: tuple[str, ...], found: list[JsonArray], depth: i
 
 def parse_floor(body: bytes) -> NDArray[np.float64]:
     """The numbers of a v1 body's ``inputs`` by simdjson alone, nothing checked: the floor that
-    ``loads_json`` is measured against (``POST /_bench/stages?upto=parse``, ``BENCH_NOOP=1``).
+    ``loads_json`` is measured against (``POST /_bench/stages/parse``, ``BENCH_NOOP=1``).
     A body that is not JSON with ``inputs`` holding only numbers: ``InvalidJSON`` (400)."""
     try:
         return np.frombuffer(_parse(body)["inputs"].as_buffer(of_type="d"), dtype=np.float64)

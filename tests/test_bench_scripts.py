@@ -40,3 +40,22 @@ def test_train_speed_without_the_bench_extra_says_how_to_install_it(
         "train_speed: torch and sklearn not installed; install the bench extra: "
         "pip install -e '.[bench]' (torch==2.13.0 is the CPU wheel)"
     ]
+
+
+def test_serve_load_runs_the_steps_the_service_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve_load.py --stages`` drives ``/_bench/stages/STEP`` for the service's own steps, in
+    its order, between floor-100 and predict-100."""
+    from service.views import BENCH_STAGES
+
+    serve_load = load("serve_load", monkeypatch)
+    assert serve_load.STAGES == BENCH_STAGES
+    names = [s.name for s in serve_load.SCENARIOS]
+    steps = [f"{step}-100" for step in BENCH_STAGES]
+    assert names[names.index("floor-100") : names.index("predict-100") + 1] == [
+        "floor-100",
+        *steps,
+        "predict-100",
+    ]
+    stages = [s for s in serve_load.SCENARIOS if s.name in steps]
+    assert [s.path for s in stages] == [f"/_bench/stages/{step}" for step in BENCH_STAGES]
+    assert not any(s.default for s in stages)  # only with --stages or --only
