@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 import orjson
@@ -119,6 +120,8 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
 V2_PREFIX = "/v2"
 #: TF Serving's REST protocol's paths: ``/v1/models/<name>[/versions/<v>]:<verb>``.
 TFSERVING_PREFIX = "/v1/models/"
+#: TF Serving's metadata route (``service/tfserving.py``), with or without a version.
+_TFSERVING_METADATA = re.compile(r"/v1/models/[^/]+(?:/versions/[^/]+)?/metadata")
 
 
 def v2_error_response(status: int, message: str) -> Response:
@@ -166,11 +169,14 @@ def describe_messages(messages: Any, path: str = "") -> str:
 
 def is_v2_request() -> bool:
     """The request speaks the Open Inference Protocol, or TF Serving's REST protocol
-    (``/v1/models/NAME:predict``, ``service/tfserving.py``): both answer ``{"error": "..."}``."""
+    (``/v1/models/NAME:predict``, ``.../metadata``, ``service/tfserving.py``): both answer
+    ``{"error": "..."}``."""
     path = request.path
     if path == V2_PREFIX or path.startswith(V2_PREFIX + "/"):
         return True
-    return path.startswith(TFSERVING_PREFIX) and ":" in path.rpartition("/")[2]
+    if not path.startswith(TFSERVING_PREFIX):
+        return False
+    return ":" in path.rpartition("/")[2] or _TFSERVING_METADATA.fullmatch(path) is not None
 
 
 def _api_error(exc: APIError) -> Response:

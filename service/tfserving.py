@@ -4,6 +4,7 @@ this service unchanged.
 The routes, as TF Serving's REST API and KServe's V1 protocol have them::
 
     GET  /v1/models/<name>[/versions/<v>]              model status (``service.views``)
+    GET  /v1/models/<name>[/versions/<v>]/metadata     the signature: inputs, outputs, dtypes
     POST /v1/models/<name>[/versions/<v>]:predict      inference
     POST /v1/models/<name>[/versions/<v>]:explain      explanations (KServe V1)
 
@@ -295,6 +296,59 @@ def explain(name: str, version: str | None = None) -> Response:
         raise APIError(exc.message(_MESSAGES, where="")) from None
     result = dataplane.explain(endpoint.model, x, *options)
     return _json({"explanations": explanation_items(endpoint.model, result, x if from_images else None)})
+
+
+class TFMetadataResponseSchema(Schema):
+    model_spec = fields.Dict(
+        required=True, metadata={"description": "name, signature_name (empty: the default) and version."}
+    )
+    metadata = fields.Dict(
+        required=True,
+        metadata={
+            "description": "signature_def.signature_def.serving_default: inputs and outputs, each "
+            "with dtype, tensor_shape (-1: the batch) and tensor name; method_name."
+        },
+    )
+
+
+@route(
+    tfserving,
+    "/v1/models/<name>/metadata",
+    "/v1/models/<name>/versions/<version>/metadata",
+    summary="TF Serving metadata: the model's version and its one signature (serving_default): "
+    "the input tensor and the label, class_name and probabilities outputs.",
+    tags=("tf-serving",),
+    response=TFMetadataResponseSchema,
+    errors={"404": _ERRORS["404"]},
+    error=TFErrorSchema,
+    operation_id="tfserving_metadata",
+)
+def metadata(name: str, version: str | None = None) -> Response:
+    model = lookup(name, version).model
+    signature = {
+        "inputs": {INPUT_NAME: _tensor(INPUT_NAME, "DT_FLOAT", -1, model.input_size)},
+        "outputs": {
+            "label": _tensor("label", "DT_INT64", -1),
+            "class_name": _tensor("class_name", "DT_STRING", -1),
+            "probabilities": _tensor("probabilities", "DT_FLOAT", -1, model.num_classes),
+        },
+        "method_name": "tensorflow/serving/predict",
+    }
+    return _json(
+        {
+            "model_spec": {"name": model.name, "signature_name": "", "version": model.version},
+            "metadata": {"signature_def": {"signature_def": {SIGNATURE: signature}}},
+        }
+    )
+
+
+def _tensor(name: str, dtype: str, *dims: int) -> dict[str, Any]:
+    """A TensorInfo as TF Serving writes it in JSON (its int64 sizes as strings; -1: any)."""
+    return {
+        "dtype": dtype,
+        "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in dims], "unknown_rank": False},
+        "name": f"{name}:0",
+    }
 
 
 def _json(body: Any) -> Response:

@@ -1,4 +1,5 @@
-"""TF Serving's REST protocol (KServe V1): /v1/models/<name>[/versions/<v>]:predict and :explain.
+"""TF Serving's REST protocol (KServe V1): /v1/models/<name>[/versions/<v>]:predict, :explain and
+/metadata.
 
 Bodies are sent as TF Serving's clients send them; answers are checked against the v1 API's
 own predict and explain for the same inputs, so both protocols are one model seen twice.
@@ -111,6 +112,53 @@ def test_model_status_says_ready_as_kserve_and_tf_serving_read_it(client: FlaskC
     ]
     listed = client.get("/v1/models").get_json()["models"]
     assert all(model["ready"] is True for model in listed)
+
+
+def dims(tensor: dict[str, Any]) -> list[int]:
+    return [int(d["size"]) for d in tensor["tensor_shape"]["dim"]]
+
+
+@pytest.mark.parametrize("model", ["mnist", "fashion-mnist"])
+def test_metadata_describes_what_predict_answers(
+    client: FlaskClient, mnist_sample: Sample, model: str
+) -> None:
+    """GET .../metadata, as TF Serving's clients read it: the signature's input takes what
+    :predict takes, and its outputs are exactly the columns :predict answers, in their shapes."""
+    info = client.get(f"/v1/models/{model}").get_json()
+    body = client.get(f"/v1/models/{model}/metadata").get_json()
+    assert body["model_spec"] == {"name": model, "signature_name": "", "version": info["version"]}
+    signature = body["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert signature["method_name"] == "tensorflow/serving/predict"
+    ((name, tensor),) = signature["inputs"].items()
+    assert (tensor["dtype"], tensor["name"]) == ("DT_FLOAT", f"{name}:0")
+    assert dims(tensor) == [-1, int(np.prod(info["input_shape"]))]
+    x = rows(mnist_sample, 3)
+    outputs = client.post(f"/v1/models/{model}:predict", json={"inputs": {name: x}}).get_json()["outputs"]
+    assert set(signature["outputs"]) == set(outputs)
+    dtypes = {"DT_FLOAT": float, "DT_INT64": int, "DT_STRING": str}
+    for key, tensor in signature["outputs"].items():
+        got = np.asarray(outputs[key], dtype=object)
+        assert [len(x), *dims(tensor)[1:]] == list(got.shape), key
+        assert all(isinstance(v, dtypes[tensor["dtype"]]) for v in got.ravel()), key
+    assert dims(signature["outputs"]["probabilities"]) == [-1, info["num_classes"]]
+
+
+def test_metadata_of_a_version_and_its_errors(client: FlaskClient) -> None:
+    version = client.get("/v1/models/mnist").get_json()["version"]
+    body = client.get(f"/v1/models/mnist/versions/{version}/metadata").get_json()
+    assert body["model_spec"]["version"] == version
+    for response, status in [
+        (client.get("/v1/models/nope/metadata"), 404),
+        (client.get("/v1/models/mnist/versions/999/metadata"), 404),
+        (client.post("/v1/models/mnist/metadata", json={}), 405),
+        (client.delete(f"/v1/models/mnist/versions/{version}/metadata"), 405),
+    ]:
+        assert response.status_code == status
+        assert set(response.get_json()) == {"error"}, response.get_json()
+    assert "GET" in client.post("/v1/models/mnist/metadata").headers["Allow"]
+    # v1's own routes keep v1's error shape, even for a model or version named "metadata"
+    assert client.get("/v1/models/metadata").get_json()["error"]["code"] == "model_not_found"
+    assert client.get("/v1/models/mnist/versions/metadata").get_json()["error"]["code"] == "version_not_found"
 
 
 def test_explain_answers_as_the_v1_explain_does(client: FlaskClient, mnist_sample: Sample) -> None:
