@@ -59,3 +59,14 @@ def test_serve_load_runs_the_steps_the_service_has(monkeypatch: pytest.MonkeyPat
     stages = [s for s in serve_load.SCENARIOS if s.name in steps]
     assert [s.path for s in stages] == [f"/_bench/stages/{step}" for step in BENCH_STAGES]
     assert not any(s.default for s in stages)  # only with --stages or --only
+
+
+def test_blas_threads_without_data_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    blas_threads = load("blas_threads", monkeypatch)
+    assert blas_threads.main(["--data-dir", str(tmp_path / "nowhere")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1
+    assert err.startswith("blas_threads: ") and "nowhere" in err and "does not exist" in err
+    assert blas_threads.main(["--data-dir", str(tmp_path), "--rounds", "0"]) == 2
