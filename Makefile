@@ -16,13 +16,17 @@ UV_INSTALL  := $(UV) pip install --quiet --python $(BIN)/python --require-hashes
 
 # Installs come from the lock files (requirements/*.txt, written by `make lock`: every package
 # pinned with the sha256 of each file PyPI serves for it). `make serve` gets the serving set
-# alone; every other target the dev set. pip installs only the bootstrap lock (uv and the build
-# backend, hash-checked); uv installs the rest; the project itself goes in editable, without
-# dependencies, since the lock has them all.
-$(BOOT_STAMP): requirements/bootstrap.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes --only-binary :all: \
+# alone; every other target the dev set. The venv starts without pip (ensurepip took 8-19 s of a
+# fresh clone's 30 s): this Python's own pip installs the bootstrap lock into it (uv and the build
+# backend, hash-checked; a pip older than 22.3 has no --python, so then ensurepip after all); uv
+# installs the rest; the project itself goes in editable, without dependencies, since the lock
+# has them all. The dev set brings pip into the venv.
+BOOT_PIP := --quiet --disable-pip-version-check --no-compile --require-hashes --only-binary :all: \
 	    -r requirements/bootstrap.txt
+$(BOOT_STAMP): requirements/bootstrap.txt
+	$(PYTHON) -m venv --without-pip $(VENV)
+	$(PYTHON) -m pip --python $(BIN)/python install $(BOOT_PIP) 2>/dev/null \
+	    || { $(BIN)/python -m ensurepip --default-pip >/dev/null && $(BIN)/python -m pip install $(BOOT_PIP); }
 	touch $@
 
 $(SERVE_STAMP): $(BOOT_STAMP) requirements/serve.txt pyproject.toml
@@ -72,7 +76,7 @@ soak: $(STAMP)  ## 5 min at 32 clients, model drops, worker SIGKILL and master S
 
 DATA_DIR ?= data/mnist
 bench-train: $(STAMP)  ## training speed vs PyTorch, scikit-learn and the GEMM bound
-	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet -e '.[bench]'   # not locked (README, "Dependencies")
 	$(BIN)/python bench/train_speed.py --data-dir $(DATA_DIR)
 
 bench-serve: $(STAMP)  ## requests/s of predict vs a no-op floor under gunicorn (needs wrk)
