@@ -19,8 +19,8 @@ UV_INSTALL  := $(UV) pip install --quiet --python $(BIN)/python --require-hashes
 # alone; every other target the dev set. The venv starts without pip (ensurepip took 8-19 s of a
 # fresh clone's 30 s): this Python's own pip installs the bootstrap lock into it (uv and the build
 # backend, hash-checked; a pip older than 22.3 has no --python, so then ensurepip after all); uv
-# installs the rest; the project itself goes in editable, without dependencies, since the lock
-# has them all. The dev set brings pip into the venv.
+# installs the rest; for the dev set, the project itself goes in editable, without dependencies,
+# since the lock has them all. The dev set brings pip into the venv.
 BOOT_PIP := --quiet --disable-pip-version-check --no-compile --require-hashes --only-binary :all: \
 	    -r requirements/bootstrap.txt
 $(BOOT_STAMP): requirements/bootstrap.txt
@@ -29,9 +29,9 @@ $(BOOT_STAMP): requirements/bootstrap.txt
 	    || { $(BIN)/python -m ensurepip --default-pip >/dev/null && $(BIN)/python -m pip install $(BOOT_PIP); }
 	touch $@
 
+# (serve runs gunicorn from here, which puts this directory on sys.path: no need to install the project)
 $(SERVE_STAMP): $(BOOT_STAMP) requirements/serve.txt pyproject.toml
 	$(UV_INSTALL) -r requirements/serve.txt
-	$(UV) pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	touch $@
 
 $(STAMP): $(BOOT_STAMP) requirements/dev.txt pyproject.toml
