@@ -11,7 +11,8 @@ ARG APP_UID=10001
 # requirements/*.txt (`make lock`) pin every package with the sha256 of each file PyPI serves for
 # it: pip installs the bootstrap lock (uv and the build backend) with --require-hashes, and uv
 # installs an image's lock with --require-hashes, wheels only and nothing resolved (--no-deps): the
-# same bytes on every build, and a file whose hash differs stops the build.
+# same bytes on every build, and a file whose hash differs stops the build. uv trusts the base's
+# certificate store, as pip does (UV_SYSTEM_CERTS), not only the bundle it was built with.
 FROM ${BASE_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -28,7 +29,8 @@ COPY requirements/bootstrap.txt requirements/
 #   Pillow reports AVIF unsupported without it (PIL.features.check("avif") is False);
 # - debug sections of the compiled extensions that have them (pysimdjson's: 6.5 MB of its 7.2 MB).
 #   --strip-debug drops those sections alone; the code, symbols and auditwheel's RPATHs stay.
-# hadolint ignore=DL3008
+# (SC2016: the script's "$1" is meant for the script, not expanded here)
+# hadolint ignore=DL3008,SC2016
 RUN python -m pip install --require-hashes --only-binary :all: --requirement requirements/bootstrap.txt \
     && apt-get update -qq && apt-get install -y -qq --no-install-recommends binutils >/dev/null \
     && rm -rf /var/lib/apt/lists/* \
@@ -111,13 +113,13 @@ RUN apt-get update -qq \
 # dpkg's database true, so that image scanners still see what is installed. Whichever of these a
 # base does not have is skipped.
 FROM debian AS slim
-RUN purge= \
+RUN set -- \
     && for pkg in apt libapt-pkg6.0 gpgv debian-archive-keyring libgnutls30 libp11-kit0 libtasn1-6 \
         libhogweed6 libnettle8 libidn2-0 libunistring2 perl-base e2fsprogs libext2fs2 libss2 logsave \
         openssl python3-lib2to3 python3-distutils; do \
-        [ "$(dpkg-query -W -f '${db:Status-Status}' "$pkg" 2>/dev/null)" = installed ] && purge="$purge $pkg"; \
+        if [ "$(dpkg-query -W -f '${db:Status-Status}' "$pkg" 2>/dev/null)" = installed ]; then set -- "$@" "$pkg"; fi; \
     done \
-    && dpkg --purge --force-remove-essential --force-depends $purge >/dev/null 2>&1 \
+    && if [ $# -gt 0 ]; then dpkg --purge --force-remove-essential --force-depends "$@" >/dev/null 2>&1; fi \
     && find /usr/lib -type d -name gconv -prune -exec find {} -name '*.so' -delete \; \
     && rm -rf /var/cache/debconf/* /var/log/dpkg.log /var/log/alternatives.log
 
