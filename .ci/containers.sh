@@ -2,16 +2,17 @@
 # The container files, proved with podman (no Docker engine needed): lint the Dockerfile and the
 # compose file; build both targets; run the API image (readiness, health check, a real prediction,
 # no root process, graceful stop); run the train image for a short training run into a volume and
-# load what it wrote; check the images' uid against the manifests' runAsUser; bring
-# docker-compose.yml up with podman-compose, three API replicas behind the proxy, and check it from
-# outside (.ci/compose_check.py: every replica serves, slow clients, a replica killed under load)
+# load what it wrote; check the Python packages in each image (exactly its SBOM, made from its lock;
+# none of the test, lint or training-only ones in the API image); check the images' uid against
+# the manifests' runAsUser; bring docker-compose.yml up with podman-compose, three API replicas
+# behind the proxy, and check it from outside (.ci/compose_check.py: every replica serves, slow clients, a replica killed under load)
 # and walk its documented workflow (train -> every replica serves the new model, no restart).
 # Prints each step's wall time.
 #
 # Needs root and the shared podman set-up in ../shared/container/ beside the repository (which
 # makes the base image locally: no registry is reached); without either it says so and exits 0.
 # env: CT_WORK (podman's scratch dir, default /tmp/containertest/ci), CT_PORT (the first of two
-#      host ports on 127.0.0.1, default 18080), API_IMAGE_MAX_MB (size budget, default 250),
+#      host ports on 127.0.0.1, default 18080), API_IMAGE_MAX_MB (size budget, default 200),
 #      PROXY_IMAGE_MAX_MB (the proxy's, default 100), PYTHON (for .ci/compose_check.py, default
 #      .venv/bin/python, else python3)
 set -euo pipefail
@@ -31,7 +32,10 @@ cd "$REPO"
 CT_WORK=${CT_WORK:-/tmp/containertest/ci}
 API_PORT=${CT_PORT:-18080}          # the API image run on its own
 COMPOSE_PORT=$((API_PORT + 1))      # the compose project's api service
-MAX_MB=${API_IMAGE_MAX_MB:-250}
+MAX_MB=${API_IMAGE_MAX_MB:-200}
+# never in the API image: test, lint and training-only packages (issue 21), checked in the built image
+FORBIDDEN="pytest hypothesis schemathesis playwright kserve tritonclient ruff mypy bandit matplotlib torch
+  scikit-learn kubernetes-validate tqdm pooch"
 PROXY_MAX_MB=${PROXY_IMAGE_MAX_MB:-100}
 API_REPLICAS=3
 API_IMG=localhost/digits-serving-api:ci
@@ -235,6 +239,21 @@ train_image() {
   podman volume rm "$vol" >/dev/null
 }
 
+packages() {  # the images' Python packages: exactly their SBOMs (the locks); none forbidden in the API's
+  local listing found=() pkg
+  listing=$(pm run --rm --entrypoint python "$API_IMG" -c 'import importlib.metadata as m, re
+print("\n".join(sorted({re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower() for d in m.distributions()})))')
+  for pkg in $FORBIDDEN; do
+    if grep -qx "$pkg" <<<"$listing"; then found+=("$pkg"); fi
+  done
+  echo "   API image: $(wc -l <<<"$listing") Python packages, none of the $(wc -w <<<"$FORBIDDEN") forbidden ones" \
+       "${found[*]:+(FOUND: ${found[*]})}"
+  [ ${#found[@]} -eq 0 ] || return 1
+  CONTAINER=podman "$PYTHON" deploy/sbom.py write "$TMP/sbom" | sed 's/^/   /'
+  CONTAINER=podman "$PYTHON" deploy/sbom.py verify "$API_IMG" "$TMP/sbom/api.cdx.json" | sed 's/^/   /'
+  CONTAINER=podman "$PYTHON" deploy/sbom.py verify "$TRAIN_IMG" "$TMP/sbom/train.cdx.json" | sed 's/^/   /'
+}
+
 uids() {  # the images' own uid is the runAsUser of every pod in deploy/ (kubectl kustomize)
   local api train dir users
   api=$(pm run --rm --entrypoint id "$API_IMG" -u)
@@ -337,5 +356,6 @@ timed build-train build train "$TRAIN_IMG"
 timed build-proxy build proxy "$PROXY_IMG" deploy/proxy
 timed api-image api_image
 timed train-image train_image
+timed packages packages
 timed uids uids
 timed compose compose_up

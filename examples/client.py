@@ -19,7 +19,8 @@ For each image, one line per protocol: the image, the protocol, the class, its p
 from ``POST /v1/models/NAME/explain`` (integrated gradients; ``-H 'Accept: image/png'`` on that
 call gives the heatmap as a picture instead).
 
-Needs numpy, Pillow and requests (all installed with the service), and tritonclient for v2.
+Needs numpy, Pillow and requests, and tritonclient for v2: `make test` installs them all
+(`make serve` alone installs the serving set, which has no requests).
 """
 
 from __future__ import annotations

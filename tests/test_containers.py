@@ -42,3 +42,41 @@ def test_compose_sets_host_for_the_api() -> None:
     yaml = pytest.importorskip("yaml")
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert compose["services"]["api"]["environment"]["HOST"] == "0.0.0.0"
+
+
+def _run_commands(dockerfile: str) -> dict[str, list[str]]:
+    """{stage: its RUN commands}, continuations joined."""
+    text = re.sub(r"\\\n\s*", " ", dockerfile)
+    runs: dict[str, list[str]] = {}
+    current = ""
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] == ["FROM"]:
+            current = words[-1] if "AS" in words else ""
+        elif words[:1] == ["RUN"]:
+            runs.setdefault(current, []).append(line)
+    return runs
+
+
+def test_the_images_install_their_locks_with_every_hash_checked() -> None:
+    """Every package an image gets comes from a lock file with --require-hashes; the one thing
+    installed otherwise is the project's own wheel, built in the same build, without dependencies."""
+    runs = _run_commands((ROOT / "Dockerfile").read_text())
+    installs = [
+        (stage, part.strip())
+        for stage, commands in runs.items()
+        for command in commands
+        for part in command.split("&&")
+        if re.search(r"\b(pip|uv pip) install\b", part)
+    ]
+    assert installs
+    for stage, command in installs:
+        if "--requirement" in command:
+            assert "--require-hashes" in command, (stage, command)
+            assert "--only-binary :all:" in command, (stage, command)
+        else:  # the project's wheel from the wheel stage: nothing from an index, nothing else
+            assert "--no-index" in command and "--no-deps" in command and "/wheels/" in command, command
+    locks = {stage: re.findall(r"requirements/\w+\.txt", " ".join(runs[stage])) for stage in runs}
+    assert locks["venv-api"] == ["requirements/serve.txt"]
+    assert locks["venv-train"] == ["requirements/train.txt"]
+    assert locks["builder"] == ["requirements/bootstrap.txt"]

@@ -21,7 +21,7 @@ PACKAGES = ["training", "service"]
 
 
 def test_bandit_finds_no_medium_or_high_severity_issue() -> None:
-    pytest.importorskip("bandit", reason="bandit is not installed: pip install -e '.[test]'")
+    pytest.importorskip("bandit", reason="bandit is not installed: make test installs it")
     result = subprocess.run(
         [sys.executable, "-m", "bandit", "-r", *PACKAGES, "-q", "-f", "json"],
         cwd=ROOT,

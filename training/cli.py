@@ -167,6 +167,10 @@ def _load_dataset(name: str, args: argparse.Namespace, *, progress: bool) -> Dat
     return load_dataset(name, args.data_dir, download=not args.no_download, progress=progress)  # nosec B615
 
 
+#: Imported lazily by the commands, installed by the train extra (not by the serving install)
+TRAIN_EXTRA_MODULES = frozenset({"tqdm", "pooch", "requests", "platformdirs"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -177,6 +181,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _gradcheck(args)
     except (UsageError, ValueError, DataError, ModelFormatError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if exc.name not in TRAIN_EXTRA_MODULES:
+            raise
+        print(
+            f"error: {exc.name} is not installed: the training CLI needs the train extra: "
+            "pip install 'digits-serving[train]' (`make test` installs it; `make serve` does not)",
+            file=sys.stderr,
+        )
         return 2
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""

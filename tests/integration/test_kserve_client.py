@@ -16,7 +16,7 @@ from gunicorn_testkit import REPO, gunicorn, stop, wait_ready
 from numpy.typing import NDArray
 from service_testkit import png_bytes, sample_as_photo
 
-kserve = pytest.importorskip("kserve", reason="kserve is not installed (pip install -e '.[test]')")
+kserve = pytest.importorskip("kserve", reason="kserve is not installed (make test installs it)")
 httpx = pytest.importorskip("httpx")
 
 TOKEN = "kserve-client-test-token-0123456789"

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from gunicorn_testkit import gunicorn, stop, wait_ready
 
 httpclient = pytest.importorskip(
-    "tritonclient.http", reason="tritonclient[http] is not installed (pip install -e '.[test]')"
+    "tritonclient.http", reason="tritonclient[http] is not installed (make test installs it)"
 )
 from tritonclient.utils import InferenceServerException  # noqa: E402
 

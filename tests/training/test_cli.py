@@ -1,12 +1,16 @@
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from training import load_model
 from training.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 QUICK = ["--hidden-size", "16", "--batch-size", "50", "--epochs", "2", "--no-progress"]
 
@@ -169,3 +173,22 @@ def test_training_from_a_directory_imports_no_download_or_progress_bar_modules(t
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.splitlines()[-1] == "[] 0"
+
+
+def test_without_the_train_extra_one_line_names_it(tmp_path):
+    """`make serve` installs the serving set alone: a training command that needs a package of the
+    train extra says which and how to install it, without a traceback."""
+    code = (
+        "import sys\n"
+        "for name in ('tqdm', 'pooch', 'requests', 'platformdirs'): sys.modules[name] = None\n"
+        "from training.cli import main\n"
+        "sys.exit(main(['evaluate', '--model', 'models/mnist.npz', '--dataset', 'mnist', '--no-download']))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DIGITS_DATA_CACHE"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "platformdirs is not installed" in result.stderr
+    assert "pip install 'digits-serving[train]'" in result.stderr

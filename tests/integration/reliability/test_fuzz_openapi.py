@@ -50,7 +50,7 @@ def schemathesis_cli() -> list[str]:
         return [str(script)]
     found = shutil.which("schemathesis")
     if found is None:
-        pytest.skip("schemathesis is not installed: pip install -e '.[test]'")
+        pytest.skip("schemathesis is not installed: make test installs it")
     return [found]
 
 
