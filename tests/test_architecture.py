@@ -59,7 +59,7 @@ def test_training_does_not_import_the_service_or_its_frameworks() -> None:
 
 def test_protocols_do_not_import_each_other() -> None:
     """A protocol's module imports shared state and the data plane, never another protocol."""
-    protocols = {"service.views", "service.v2", "service.tfserving"}
+    protocols = {"service.views", "service.v2", "service.grpc_v2", "service.tfserving"}
     offenders = [
         f"{path.relative_to(ROOT)}: {module}"
         for path in sources("service")
@@ -68,3 +68,14 @@ def test_protocols_do_not_import_each_other() -> None:
         if module in protocols - {f"service.{path.stem}"}
     ]
     assert offenders == []
+
+
+def test_the_app_does_not_import_grpc() -> None:
+    """gunicorn's master builds the app to check the models, then forks the workers: gRPC must
+    not be loaded in a process that forks (service/grpc_server.py starts in each worker)."""
+    import subprocess
+    import sys
+
+    code = "import sys; import service; service.create_app; print('grpc' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
