@@ -11,7 +11,7 @@
 # Needs root and the shared podman set-up in ../shared/container/ beside the repository (which
 # makes the base image locally: no registry is reached); without either it says so and exits 0.
 # env: CT_WORK (podman's scratch dir, default /tmp/containertest/ci), CT_PORT (the first of two
-#      host ports on 127.0.0.1, default 18080), API_IMAGE_MAX_MB (size budget, default 250),
+#      host ports on 127.0.0.1, default 18080), API_IMAGE_MAX_MB (size budget, default 275: 250 + grpcio's 21 MB),
 #      PROXY_IMAGE_MAX_MB (the proxy's, default 100), PYTHON (for .ci/compose_check.py, default
 #      .venv/bin/python, else python3)
 set -euo pipefail
@@ -31,7 +31,7 @@ cd "$REPO"
 CT_WORK=${CT_WORK:-/tmp/containertest/ci}
 API_PORT=${CT_PORT:-18080}          # the API image run on its own
 COMPOSE_PORT=$((API_PORT + 1))      # the compose project's api service
-MAX_MB=${API_IMAGE_MAX_MB:-250}
+MAX_MB=${API_IMAGE_MAX_MB:-275}
 PROXY_MAX_MB=${PROXY_IMAGE_MAX_MB:-100}
 API_REPLICAS=3
 API_IMG=localhost/digits-serving-api:ci

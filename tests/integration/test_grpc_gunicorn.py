@@ -65,9 +65,14 @@ def start(tmp: Path, **extra: str) -> Server:
     }
     log = tmp / "gunicorn.log"
     proc = gunicorn(env, log)
-    url = wait_ready(proc, log)
-    address = f"127.0.0.1:{port}"
-    wait_serving(address)
+    try:
+        url = wait_ready(proc, log)
+        address = f"127.0.0.1:{port}"
+        wait_serving(address)
+    except BaseException:  # never leave a server behind
+        proc.kill()
+        proc.wait()
+        raise
     return Server(url, address, model_dir, proc, log)
 
 
