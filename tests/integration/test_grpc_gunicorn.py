@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -354,12 +355,30 @@ def test_a_killed_worker_is_replaced_and_grpc_keeps_serving(tmp_path: Path) -> N
 
 
 def test_sigterm_drains_and_closes_both_ports(tmp_path: Path) -> None:
-    served = start(tmp_path)
+    """A call in flight when SIGTERM arrives is answered; then both ports close and every
+    process is gone within 30 s."""
+    served = start(tmp_path, GRACEFUL_TIMEOUT="20")
     pids = {served.proc.pid, *children(served.proc.pid)}
     http = served.url.removeprefix("http://")
     assert not refused(http) and not refused(served.grpc)
+    # a slow call: integrated gradients at 256 steps for 64 inputs (16,384 backward rows)
+    slow = infer_request(
+        np.full((64, 784), 128, np.uint8),
+        outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name="attributions")],
+    )
+    slow.parameters["steps"].int64_param = 256
+    client = Client(served.grpc)
+    answered: list[Any] = []
+    caller = threading.Thread(
+        target=lambda: answered.append(client.ModelInfer.future(slow, metadata=AUTH).result())
+    )
+    caller.start()
+    time.sleep(0.2)
     started = time.monotonic()
     served.proc.send_signal(signal.SIGTERM)
+    caller.join(timeout=30)
+    assert len(answered) == 1 and list(answered[0].outputs[0].shape) == [64, 784]
+    client.close()
     assert served.proc.wait(timeout=30) == 0
     while time.monotonic() - started < 30 and any(Path(f"/proc/{pid}").exists() for pid in pids):
         time.sleep(0.1)
