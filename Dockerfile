@@ -178,7 +178,7 @@ COPY --chown=${APP_UID}:${APP_UID} models/ /app/models/
 USER ${APP_UID}:${APP_UID}
 # All interfaces: the service's own default is 127.0.0.1, which no published port could reach
 ENV HOST=0.0.0.0
-EXPOSE 8000
+EXPOSE 8000 8081
 # Ready = a valid default model is loaded. Python, since the image has no curl; no proxy for loopback.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:%s/readyz' % os.environ.get('PORT', '8000'), timeout=4)"]

@@ -93,25 +93,57 @@ def on_starting(server):  # noqa: ARG001 - gunicorn's hook signature
         create_app(settings)
     except StartupError as exc:
         sys.exit(f"error: {exc}")
+    _check_grpc_port()
     # after the check, which counted its model loads: only the workers' numbers are served
     for path in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
         path.unlink()
 
 
+def _check_grpc_port():
+    """GRPC_PORT must be free: each worker binds it with SO_REUSEPORT (service/grpc_server.py),
+    which would quietly share it with another server of the same user. The master never imports
+    gRPC (it forks), so a plain socket checks."""
+    if not settings.grpc_port:
+        return
+    import socket
+
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((settings.host.strip("[]"), settings.grpc_port))
+        except OSError as exc:
+            sys.exit(f"error: GRPC_PORT {settings.grpc_port} on {settings.host}: {exc.strerror} "
+                     "(choose another port, or GRPC_PORT=0 for no gRPC)")
+
+
 def post_worker_init(worker):
     """This worker's threads, started after the fork: one polls MODEL_DIR for new model files,
-    one moves the request numbers into the metrics every second (service/metrics.py)."""
+    one moves the request numbers into the metrics every second (service/metrics.py), and the
+    gRPC server's (service/grpc_server.py) on GRPC_PORT, over this worker's app."""
     from service.metrics import start_flushing
     from service.reload import start_polling
 
     start_polling(worker.wsgi, master_pid=worker.ppid)
     start_flushing()
+    if settings.grpc_port:
+        from service import grpc_server
+
+        try:
+            grpc_server.start(worker.wsgi, settings)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            sys.exit(4)  # gunicorn's APP_LOAD_ERROR: the master stops instead of retrying
 
 
 def worker_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature
-    """The last numbers of a worker that stops (SIGHUP, SIGTERM) still count."""
+    """A worker that stops (SIGHUP, SIGTERM): its gRPC calls in flight finish (half the
+    graceful timeout at most; its HTTP requests have), and its last numbers still count."""
     from service.metrics import flush
 
+    if settings.grpc_port:
+        from service import grpc_server
+
+        grpc_server.stop(grace=settings.graceful_timeout / 2)
     flush()
 
 

@@ -11,8 +11,9 @@
 #
 # Needs root and the shared podman set-up in ../shared/container/ beside the repository (which
 # makes the base image locally: no registry is reached); without either it says so and exits 0.
-# env: CT_WORK (podman's scratch dir, default /tmp/containertest/ci), CT_PORT (the first of two
-#      host ports on 127.0.0.1, default 18080), API_IMAGE_MAX_MB (size budget, default 200),
+# env: CT_WORK (podman's scratch dir, default /tmp/containertest/ci), CT_PORT (the first of three
+#      host ports on 127.0.0.1, default 18080; the third is the proxy's gRPC port),
+#      API_IMAGE_MAX_MB (size budget, default 200, gRPC included),
 #      PROXY_IMAGE_MAX_MB (the proxy's, default 100), PYTHON (for .ci/compose_check.py, default
 #      .venv/bin/python, else python3)
 set -euo pipefail
@@ -74,6 +75,7 @@ pm() {  # podman, without its complaint that no systemd runs health checks on a 
 
 compose() {  # podman-compose on this run's project; output goes to a log shown on failure
   API_IMAGE=$API_IMG TRAIN_IMAGE=$TRAIN_IMG PROXY_IMAGE=$PROXY_IMG API_PORT=$COMPOSE_PORT \
+    GRPC_API_PORT=$((COMPOSE_PORT + 1)) \
     timeout 300 "$COMPOSE_VENV/bin/podman-compose" -p "$RUN_ID" -f "$REPO/docker-compose.yml" "$@" \
     >>"$TMP/compose.log" 2>&1
 }

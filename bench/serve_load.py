@@ -296,7 +296,7 @@ def _start_gunicorn(env: dict[str, str], work: Path) -> tuple[subprocess.Popen[b
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"), "--bind", "127.0.0.1:0"],
             cwd=REPO,
-            env=env,
+            env={"GRPC_PORT": "0", **env},  # no gRPC unless asked: its default port is shared
             stdout=out,
             stderr=subprocess.STDOUT,
         )

@@ -50,26 +50,38 @@ def _admin_disabled(admin: frozenset[str]) -> Callable[[], Response | None]:
 
 
 def _require(token: str, open_endpoints: frozenset[str]) -> Callable[[], Response | None]:
-    expected = _digest(token)
+    expected = token_digest(token)
 
     def check() -> Response | None:
         if request.method == "OPTIONS" or request.routing_exception is not None:
             return None  # a preflight; or no such route, which the 404/405 says
         if request.endpoint in open_endpoints:
             return None
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not credentials.strip():
-            return _refused(
-                401, "this endpoint needs a bearer token: send the header 'Authorization: Bearer <token>'"
-            )
-        if not hmac.compare_digest(_digest(credentials.strip()), expected):
-            return _refused(401, "the bearer token is not valid", invalid=True)
+        problem = bearer_problem(request.headers.get("Authorization"), expected)
+        if problem is not None:
+            return _refused(401, problem, invalid=problem == INVALID_TOKEN)
         return None
 
     return check
 
 
-def _digest(token: str) -> bytes:
+#: What a caller hears when it sends no bearer token, or a wrong one (HTTP and gRPC alike).
+NO_TOKEN = "this endpoint needs a bearer token: send the header 'Authorization: Bearer <token>'"
+INVALID_TOKEN = "the bearer token is not valid"
+
+
+def bearer_problem(authorization: str | None, expected: bytes) -> str | None:
+    """None if ``authorization`` (the header, or gRPC's metadata) is ``Bearer <token>`` with
+    the token whose ``token_digest`` is ``expected``; else what is wrong, for the caller."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return NO_TOKEN
+    if not hmac.compare_digest(token_digest(credentials.strip()), expected):
+        return INVALID_TOKEN
+    return None
+
+
+def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,12 +31,35 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
 }
 
 
+#: The request id of the gRPC call this thread is answering (Flask's request context is HTTP's).
+RPC_REQUEST_ID: ContextVar[str | None] = ContextVar("rpc_request_id", default=None)
+
+
 def _now(created: float) -> str:
     return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
 
 
-def _dumps(line: dict[str, Any]) -> str:
+def dumps(line: dict[str, Any]) -> str:
     return orjson.dumps(line, default=str).decode()
+
+
+def access_line(
+    request_id: str | None, path: str, status: Any, seconds: float, model: str | None, version: str | None
+) -> dict[str, Any]:
+    """A gRPC call's access log line: the fields of HTTP's (``GunicornLogger.access``) that a
+    call has, with the gRPC status code's name as ``status``."""
+    return {
+        "time": _now(datetime.now().timestamp()),
+        "level": "info",
+        "logger": "access",
+        "pid": os.getpid(),
+        "request_id": request_id,
+        "path": path,
+        "status": status,
+        "duration_ms": round(seconds * 1000, 3),
+        "model": model,
+        "version": version,
+    }
 
 
 class JsonFormatter(logging.Formatter):
@@ -52,12 +76,14 @@ class JsonFormatter(logging.Formatter):
         }
         if has_request_context():
             line["request_id"] = request.environ.get(REQUEST_ID)
+        elif (rpc_request_id := RPC_REQUEST_ID.get()) is not None:
+            line["request_id"] = rpc_request_id
         for key, value in vars(record).items():
             if key not in _RECORD_ATTRS:
                 line[key] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return _dumps(line)
+        return dumps(line)
 
 
 class GunicornLogger(Logger):
@@ -96,6 +122,6 @@ class GunicornLogger(Logger):
             "version": model.version if model is not None else None,
         }
         try:
-            self.access_log.info(_dumps(line))
+            self.access_log.info(dumps(line))
         except Exception:
             self.exception("could not write the access log")

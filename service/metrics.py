@@ -85,6 +85,17 @@ CONFIDENCE = Histogram(
     ("model",),
     buckets=CONFIDENCE_BUCKETS,
 )
+RPCS = Counter(
+    "digits_grpc_requests",
+    "gRPC calls answered, by method, model and status code",
+    ("method", "model", "code"),
+)
+RPC_LATENCY = Histogram(
+    "digits_grpc_request_duration_seconds",
+    "Time from a gRPC call's arrival in its handler to its answer, by method and model",
+    ("method", "model"),
+    buckets=LATENCY_BUCKETS,
+)
 MODEL_LOADS = Counter("digits_model_loads", "Model files loaded and validated, by model", ("model",))
 MODEL_LOAD_FAILURES = Counter(
     "digits_model_load_failures",
@@ -122,6 +133,9 @@ class _Pending:
         self.predictions: dict[tuple[str, str], int] = {}
         #: model -> [sum of top probabilities, count per bucket ..., count over the last]
         self.confidence: dict[str, list[float]] = {}
+        #: gRPC: (method, model, code) -> calls; (method, model) -> as ``latency``
+        self.rpcs: dict[tuple[str, str, str], int] = {}
+        self.rpc_latency: dict[tuple[str, str], list[float]] = {}
 
 
 _pending = _Pending()
@@ -134,6 +148,8 @@ def flush() -> None:
         latency, _pending.latency = _pending.latency, {}
         predictions, _pending.predictions = _pending.predictions, {}
         confidence, _pending.confidence = _pending.confidence, {}
+        rpcs, _pending.rpcs = _pending.rpcs, {}
+        rpc_latency, _pending.rpc_latency = _pending.rpc_latency, {}
         in_flight = _pending.in_flight
     for request_labels, count in requests.items():
         _child(REQUESTS, *request_labels).inc(count)
@@ -143,6 +159,10 @@ def flush() -> None:
         _child(PREDICTIONS, *prediction_labels).inc(count)
     for model_name, observed in confidence.items():
         _observe_many(_child(CONFIDENCE, model_name), observed)
+    for rpc_labels, count in rpcs.items():
+        _child(RPCS, *rpc_labels).inc(count)
+    for rpc_latency_labels, observed in rpc_latency.items():
+        _observe_many(_child(RPC_LATENCY, *rpc_latency_labels), observed)
     IN_FLIGHT.set(in_flight)
 
 
@@ -225,6 +245,19 @@ class RequestBookkeeping:
         finally:
             with pending.lock:
                 pending.in_flight -= 1
+
+
+def count_rpc(method: str, model: str, code: str, seconds: float) -> None:
+    """A gRPC call answered (``service.grpc_server``): counted and timed as requests are."""
+    key = (method, model, code)
+    labels = (method, model)
+    with _pending.lock:
+        _pending.rpcs[key] = _pending.rpcs.get(key, 0) + 1
+        latency = _pending.rpc_latency.get(labels)
+        if latency is None:
+            latency = _pending.rpc_latency[labels] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        latency[0] += seconds
+        latency[1 + bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
 
 def count_predictions(

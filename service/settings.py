@@ -25,6 +25,7 @@ ENV_NAMES = {
     "default_model": "DEFAULT_MODEL",
     "host": "HOST",
     "port": "PORT",
+    "grpc_port": "GRPC_PORT",
     "workers": "WEB_CONCURRENCY",
     "threads": "WORKER_THREADS",
     "timeout": "TIMEOUT",
@@ -61,6 +62,8 @@ class Settings:
     #: as a container must; the API image and docker-compose.yml set it themselves.
     host: str = "127.0.0.1"
     port: int = 8000
+    #: The Open Inference Protocol over gRPC (``service/grpc_server.py``), on HOST; 0: off.
+    grpc_port: int = 8081
     workers: int = 2
     #: 1 runs gunicorn's sync worker; more runs gthread with this many threads per worker.
     threads: int = 1
@@ -90,6 +93,10 @@ class Settings:
             raise SettingsError(f"DEFAULT_MODEL must be a model name, got {self.default_model!r}")
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"PORT must be in [0, 65535], got {self.port}")
+        if not 0 <= self.grpc_port <= 65535:
+            raise SettingsError(f"GRPC_PORT must be in [0, 65535] (0: no gRPC), got {self.grpc_port}")
+        if self.grpc_port and self.grpc_port == self.port:
+            raise SettingsError(f"GRPC_PORT must differ from PORT ({self.port}), or be 0 for no gRPC")
         for name in (
             "workers",
             "threads",

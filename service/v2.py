@@ -29,10 +29,8 @@ gives routing errors under ``/v2`` (404, 405) the same shape.
 from __future__ import annotations
 
 import math
-import struct
 import zlib
 from collections.abc import Mapping
-from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -42,82 +40,36 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, vali
 from numpy.typing import NDArray
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from service import dataplane
+from service import dataplane, oip
 from service.errors import APIError, UnsupportedMediaType, describe_messages, plain_error
 from service.inputs import JSON_MIMETYPE, V2_NUMBERS, loads_json, read_body
+from service.oip import (
+    ATTRIBUTIONS,
+    DATATYPES,
+    DEFAULT_OUTPUTS,
+    EXPLAIN_PARAMETERS,
+    EXTENSIONS,
+    FLOAT_DTYPES,
+    INPUT_NAME,
+    INTEGER_DTYPES,
+    LABEL,
+    MESSAGES,
+    OUTPUT_NAMES,
+    PROBABILITIES,
+    SERVER_NAME,
+    SERVER_VERSION,
+    SUPPORTED,
+)
 from service.routes import route
 from service.schemas import InputSpec
 from service.state import Endpoint, current, lookup
 
 v2 = Blueprint("v2", __name__, url_prefix="/v2")
 
-SERVER_NAME = "digits-serving"
-#: The protocol's extensions this server implements (Triton's names for them).
-EXTENSIONS = ("binary_tensor_data", "classification")
-#: The model metadata's "platform": what runs the model.
-PLATFORM = "numpy_twolayernet"
-INPUT_NAME = "input"
-PROBABILITIES = "probabilities"
-LABEL = "label"
-#: Asked for by name only: the attributions of each input value to a class's probability.
-ATTRIBUTIONS = "attributions"
-OUTPUT_NAMES = (PROBABILITIES, LABEL, ATTRIBUTIONS)
-#: The outputs sent when the request names none.
-DEFAULT_OUTPUTS = (PROBABILITIES, LABEL)
-#: Request parameters that say what ``attributions`` explains.
-EXPLAIN_PARAMETERS = ("method", "target", "steps")
 #: Request and response header: the length of the JSON that binary tensor data follows.
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_MIMETYPE = "application/octet-stream"
-
-#: Every datatype the protocol defines; the input takes the floating and integer ones.
-DATATYPES = (
-    "BOOL",
-    "UINT8",
-    "UINT16",
-    "UINT32",
-    "UINT64",
-    "INT8",
-    "INT16",
-    "INT32",
-    "INT64",
-    "FP16",
-    "FP32",
-    "FP64",
-    "BF16",
-    "BYTES",
-)
-#: Floating datatypes: values in [0, 1], as the models were trained.
-FLOAT_DTYPES: dict[str, np.dtype[Any]] = {
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
-#: Integer datatypes: pixel values 0-255, divided by 255 (exactly what training did).
-INTEGER_DTYPES: dict[str, np.dtype[Any]] = {
-    name: np.dtype(f"<{kind}{size}")
-    for name, kind, size in (
-        ("UINT8", "u", 1),
-        ("UINT16", "u", 2),
-        ("UINT32", "u", 4),
-        ("UINT64", "u", 8),
-        ("INT8", "i", 1),
-        ("INT16", "i", 2),
-        ("INT32", "i", 4),
-        ("INT64", "i", 8),
-    )
-}
-_SUPPORTED = "FP32, FP16 or FP64 values in [0, 1], or UINT8 (or another integer type) pixel values 0-255"
-
-
-def _server_version() -> str:
-    try:
-        return metadata.version(SERVER_NAME)
-    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
-        return "0"
-
-
-SERVER_VERSION = _server_version()
+_SUPPORTED = SUPPORTED
 
 
 # --- schemas: structure by marshmallow, numbers by numpy -----------------------------------
@@ -433,51 +385,7 @@ def server_ready() -> Response:
 )
 def model_metadata(name: str, version: str | None = None) -> Response:
     endpoint = lookup(name, version)
-    model = endpoint.model
-    spec = endpoint.spec
-    return _json(
-        {
-            "name": model.name,
-            "versions": current().versions(model.name),
-            "platform": PLATFORM,
-            "inputs": [
-                {
-                    "name": INPUT_NAME,
-                    "datatype": "FP32",
-                    "shape": [-1, model.input_size],
-                    "parameters": {
-                        "datatypes": [*FLOAT_DTYPES, *INTEGER_DTYPES],
-                        "shapes": [[-1, *shape] for shape in spec.accepted_shapes],
-                        "values": "FP16/FP32/FP64 in [0, 1]; integer types 0-255, divided by 255",
-                    },
-                }
-            ],
-            "outputs": [
-                {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, model.num_classes]},
-                {
-                    "name": LABEL,
-                    "datatype": "INT64",
-                    "shape": [-1],
-                    "parameters": {"class_names": list(model.class_names)},
-                },
-                {
-                    "name": ATTRIBUTIONS,
-                    "datatype": "FP32",
-                    "shape": [-1, model.input_size],
-                    "parameters": {
-                        "sent": "only when outputs names it",
-                        "methods": list(dataplane.EXPLAIN_METHODS),
-                        "request_parameters": {
-                            "method": f"default {dataplane.DEFAULT_EXPLAIN_METHOD}",
-                            "target": "a class, or one per input; default the predicted one",
-                            "steps": f"integrated_gradients: 1 to {dataplane.MAX_EXPLAIN_STEPS}, "
-                            f"default {dataplane.DEFAULT_EXPLAIN_STEPS}",
-                        },
-                    },
-                },
-            ],
-        }
-    )
+    return _json(oip.model_metadata(endpoint, current().versions(endpoint.model.name)))
 
 
 @route(
@@ -636,24 +544,7 @@ def _input_batch(req: dict[str, Any], spec: InputSpec, binary: memoryview) -> ND
         raise APIError(f"input {name!r}: " + exc.message(_MESSAGES, datatype=datatype)) from None
 
 
-#: How the data plane's refusals read in this protocol (``{datatype}``: the input's).
-_MESSAGES = {
-    "shape": "shape {got} does not fit the model, which takes {accepted_shapes} (a batch of inputs)",
-    "empty": "the batch is empty",
-    "too_many": "at most {max} inputs per request, got {n}",
-    "count": "shape {shape} holds {count} values, data has {got}",
-    "numbers": "data must be numbers (a flat or nested list), without strings, booleans or nulls",
-    "finite": "values must be finite (no NaN or infinity)",
-    "range": "{datatype} values must be in [0, 1]; send 0-255 pixel values as UINT8",
-    "whole": "{datatype} values must be whole pixel values in [0, {top:g}]",
-    # the parameters of the attributions output (prefixed with "parameters.")
-    "method": "method must be one of: {methods}; got {got!r}",
-    "target": "target must be a class in [0, {top}], or a list of one per input",
-    "targets": "target: got {got} classes for {n} inputs: send one class for all, or one per input",
-    "steps": "steps must be an integer in [1, {max}]",
-    "steps_unused": "steps applies to the integrated_gradients method only",
-    "explain_rows": "steps: inputs x steps must be at most {max}, got {n} x {steps}",
-}
+_MESSAGES = MESSAGES
 
 
 def _requested_outputs(req: dict[str, Any], num_classes: int) -> list[tuple[str, bool, int]]:
@@ -705,13 +596,13 @@ def _infer_response(
             values = attributions.astype("<f4", copy=False).ravel()
             tensor.update(datatype="FP32", shape=list(attributions.shape))
         elif top:
-            values = _top_classes(probabilities, top, model.class_names)
+            values = oip.top_classes(probabilities, top, model.class_names)
             tensor.update(datatype="BYTES", shape=[batch, top])
         else:
             values = probabilities.ravel()
             tensor.update(datatype="FP32", shape=[batch, num_classes])
         if binary:
-            raw = _bytes_tensor(values) if top else values.tobytes()
+            raw = oip.bytes_tensor(values) if top else values.tobytes()
             tensor["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
@@ -727,22 +618,6 @@ def _infer_response(
     response = Response(b"".join([header, *chunks]), mimetype=BINARY_MIMETYPE)
     response.headers[HEADER_LENGTH] = str(len(header))
     return response
-
-
-def _top_classes(probabilities: NDArray[np.float32], top: int, class_names: tuple[str, ...]) -> list[str]:
-    """Per input, its ``top`` likeliest classes, likeliest first, as Triton writes them."""
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top]
-    return [
-        f"{row[i]:f}:{i}:{class_names[i]}"
-        for row, indices in zip(probabilities.tolist(), order.tolist(), strict=True)
-        for i in indices
-    ]
-
-
-def _bytes_tensor(values: list[str]) -> bytes:
-    """BYTES elements in binary form: each a 4-byte little-endian length and its bytes."""
-    encoded = [value.encode() for value in values]
-    return b"".join(struct.pack("<I", len(item)) + item for item in encoded)
 
 
 def _json(body: Any) -> Response:

@@ -64,7 +64,7 @@ def test_training_does_not_import_the_service_or_its_frameworks() -> None:
 
 def test_protocols_do_not_import_each_other() -> None:
     """A protocol's module imports shared state and the data plane, never another protocol."""
-    protocols = {"service.views", "service.v2", "service.tfserving"}
+    protocols = {"service.views", "service.v2", "service.grpc_v2", "service.tfserving"}
     offenders = [
         f"{path.relative_to(ROOT)}: {module}"
         for path in sources("service")
@@ -103,10 +103,15 @@ def module_path(module: str) -> Path | None:
     return None
 
 
+#: in service/ but never loaded by serving: the developers' generator of the gRPC message module
+#: (``python -m service.proto.generate``, grpcio-tools from the dev set)
+DEVELOPER_TOOLS = {ROOT / "service" / "proto" / "generate.py"}
+
+
 def service_closure() -> list[Path]:
     """Every module of ours that serving can load: service/ and the training modules it reaches,
     following every import, also those inside functions."""
-    todo, seen = sources("service"), set()
+    todo, seen = [path for path in sources("service") if path not in DEVELOPER_TOOLS], set()
     while todo:
         path = todo.pop()
         if path in seen:
@@ -181,3 +186,14 @@ def test_a_started_service_has_loaded_no_training_only_module() -> None:
     loaded = set(result.stdout.split())
     assert {"flask", "numpy", "training", "service"} <= loaded
     assert loaded & {"tqdm", "pooch", "requests", "platformdirs", "matplotlib", "threadpoolctl"} == set()
+
+
+def test_the_app_does_not_import_grpc() -> None:
+    """gunicorn's master builds the app to check the models, then forks the workers: gRPC must
+    not be loaded in a process that forks (service/grpc_server.py starts in each worker)."""
+    import subprocess
+    import sys
+
+    code = "import sys; import service; service.create_app; print('grpc' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -4,11 +4,13 @@
 set -eu
 
 UPSTREAM=${UPSTREAM:-api:8000}
+GRPC_UPSTREAM=${GRPC_UPSTREAM:-api:8081}
 MAX_REQUEST_BYTES=${MAX_REQUEST_BYTES:-16777216}
 TIMEOUT=${TIMEOUT:-30}
 case $MAX_REQUEST_BYTES in ''|*[!0-9]*) echo "error: MAX_REQUEST_BYTES must be a number of bytes, got '$MAX_REQUEST_BYTES'" >&2; exit 2 ;; esac
 case $TIMEOUT in ''|*[!0-9]*) echo "error: TIMEOUT must be a number of seconds, got '$TIMEOUT'" >&2; exit 2 ;; esac
 case $UPSTREAM in *[!A-Za-z0-9.:_-]*|'') echo "error: UPSTREAM must be HOST:PORT, got '$UPSTREAM'" >&2; exit 2 ;; esac
+case $GRPC_UPSTREAM in *[!A-Za-z0-9.:_-]*|'') echo "error: GRPC_UPSTREAM must be HOST:PORT, got '$GRPC_UPSTREAM'" >&2; exit 2 ;; esac
 case $(printf %s "${ACCESS_LOG:-false}" | tr 'A-Z' 'a-z') in
   1|true|yes|on) ACCESS_LOG_DIRECTIVE='/dev/stdout json' ;;
   *) ACCESS_LOG_DIRECTIVE=off ;;
@@ -22,6 +24,7 @@ case $RESOLVER in
 esac
 
 sed -e "s|@UPSTREAM@|$UPSTREAM|g" \
+    -e "s|@GRPC_UPSTREAM@|$GRPC_UPSTREAM|g" \
     -e "s|@MAX_REQUEST_BYTES@|$MAX_REQUEST_BYTES|g" \
     -e "s|@READ_TIMEOUT@|$((TIMEOUT + 5))|g" \
     -e "s|@RESOLVER@|$RESOLVER|g" \

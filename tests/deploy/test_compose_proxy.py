@@ -27,8 +27,21 @@ def _default(value: str) -> str:
 def test_the_proxy_is_the_only_published_port() -> None:
     published = {name for name, service in SERVICES.items() if service.get("ports")}
     assert published == {"proxy"}
-    assert SERVICES["proxy"]["ports"] == ["${API_BIND:-127.0.0.1}:${API_PORT:-8000}:8080"]
+    assert SERVICES["proxy"]["ports"] == [
+        "${API_BIND:-127.0.0.1}:${API_PORT:-8000}:8080",
+        "${API_BIND:-127.0.0.1}:${GRPC_API_PORT:-8081}:8081",
+    ]
     assert "8000" in SERVICES["api"]["expose"]
+
+
+def test_the_proxy_carries_grpc_over_http2_to_the_replicas_grpc_port() -> None:
+    api_grpc = SERVICES["api"]["environment"]["GRPC_PORT"]
+    assert str(api_grpc) in SERVICES["api"]["expose"]
+    assert SERVICES["proxy"]["environment"]["GRPC_UPSTREAM"] == f"api:{api_grpc}"
+    template = (DEPLOY / "proxy" / "nginx.conf.template").read_text()
+    assert re.search(r"listen 8081 http2;", template)
+    assert "grpc_pass grpc://$grpc_api;" in template
+    assert "set $grpc_api @GRPC_UPSTREAM@;" in template
 
 
 def test_the_proxy_caps_bodies_where_the_api_does() -> None:

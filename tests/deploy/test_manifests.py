@@ -146,6 +146,21 @@ def test_service_and_pdb_select_the_deployment_pods() -> None:
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
 
 
+def test_grpc_has_a_port_on_the_pod_the_service_and_kserves_runtime() -> None:
+    """GRPC_PORT is the pod's `grpc` port, the Service's h2c port, and KServe's `h2c` port."""
+    docs = render(BASE)
+    api = api_deployment_container(docs)
+    ports = {p["name"]: p["containerPort"] for p in api["ports"]}
+    assert ports["grpc"] == int(environment(docs, api)["GRPC_PORT"])
+    service = one(docs, "Service", "digits-api")
+    grpc_port = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
+    assert (grpc_port["targetPort"], grpc_port["appProtocol"]) == ("grpc", "kubernetes.io/h2c")
+    kserve_docs = render(KSERVE)
+    kserve = kserve_container(kserve_docs)
+    h2c = next(p for p in kserve["ports"] if p["name"] == "h2c")
+    assert h2c["containerPort"] == int(environment(kserve_docs, kserve)["GRPC_PORT"])
+
+
 def test_the_hpa_scales_the_deployment_on_cpu_from_two() -> None:
     docs = render(BASE)
     hpa = one(docs, "HorizontalPodAutoscaler")
@@ -237,15 +252,17 @@ def test_models_come_read_only_from_one_shared_volume() -> None:
     assert volume["persistentVolumeClaim"]["claimName"] == "digits-models"
 
 
-def test_the_network_policy_lets_in_the_http_port_only_and_nothing_out() -> None:
+def test_the_network_policy_lets_in_the_http_and_grpc_ports_only_and_nothing_out() -> None:
     docs = render(BASE)
     policy = one(docs, "NetworkPolicy", "digits-api")
     pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
     assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
-    assert policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    assert policy["spec"]["ingress"] == [
+        {"ports": [{"port": "http", "protocol": "TCP"}, {"port": "grpc", "protocol": "TCP"}]}
+    ]
     assert policy["spec"]["egress"] == []
-    assert "http" in {p["name"] for p in api_deployment_container(docs)["ports"]}
+    assert {"http", "grpc"} <= {p["name"] for p in api_deployment_container(docs)["ports"]}
     # not the training Job's pods: it may download a data set
     job_labels = one(render(TRAIN), "Job")["spec"]["template"]["metadata"]["labels"]
     assert not policy["spec"]["podSelector"]["matchLabels"].items() <= job_labels.items()
@@ -365,7 +382,9 @@ def test_the_service_monitor_scrapes_the_service_port() -> None:
     monitor = one(docs, "ServiceMonitor")
     service = one(docs, "Service", "digits-api")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    assert [e["port"] for e in monitor["spec"]["endpoints"]] == [p["name"] for p in service["spec"]["ports"]]
+    # the HTTP port: /metrics is there (gRPC's numbers too), not on the gRPC port
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["http"]
+    assert "http" in [p["name"] for p in service["spec"]["ports"]]
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
     annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "false"  # not scraped twice

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,15 +22,24 @@ LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
 
 
 def gunicorn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """gunicorn with the repo's config on an ephemeral loopback port (bound by gunicorn: no race)."""
+    """gunicorn with the repo's config on an ephemeral loopback port (bound by gunicorn: no race).
+    No gRPC unless ``env`` sets GRPC_PORT (``free_port``): its default port is one for the machine."""
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(CONF), "--bind", "127.0.0.1:0"],
             cwd=REPO,
-            env={**os.environ, **env},
+            env={**os.environ, "GRPC_PORT": "0", **env},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+def free_port() -> int:
+    """A loopback port free now, for GRPC_PORT (each worker binds it, so gunicorn cannot pick
+    one as it does for HTTP); the kernel hands out ephemeral ports in turn, so it stays free."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def failed_start(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str, list[str]]:
@@ -57,7 +67,7 @@ def wait_ready(proc: subprocess.Popen[bytes], log: Path) -> str:
             try:
                 if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
                     return url
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or still booting
                 pass
         time.sleep(0.1)
     pytest.fail(f"gunicorn not ready after {START_TIMEOUT}s:\n{log.read_text()}")
