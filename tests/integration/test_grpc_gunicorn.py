@@ -275,15 +275,20 @@ def test_every_rpc_and_the_request_id(client: Client, server: Server, mnist_samp
     )
     assert code_of(client.ModelReady, pb.ModelReadyRequest(name="nope")) == grpc.StatusCode.NOT_FOUND
 
-    # counted in the same /metrics as HTTP (each worker flushes within a second)
-    deadline = time.monotonic() + 5
+    # counted in the same /metrics as HTTP: each worker flushes within a second, and the calls may
+    # have reached different workers, so wait for every line, not the first
+    expected = [
+        'digits_grpc_requests_total{code="OK",method="ModelInfer",model="mnist"}',
+        'digits_grpc_requests_total{code="UNAUTHENTICATED",method="ServerMetadata",model=""}',
+        'digits_grpc_request_duration_seconds_count{method="ModelInfer",model="mnist"}',
+    ]
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         text = requests.get(f"{server.url}/metrics", timeout=10).text
-        if 'digits_grpc_requests_total{code="OK",method="ModelInfer",model="mnist"}' in text:
+        if all(line in text for line in expected):
             break
         time.sleep(0.2)
-    assert 'digits_grpc_requests_total{code="UNAUTHENTICATED",method="ServerMetadata",model=""}' in text
-    assert 'digits_grpc_request_duration_seconds_count{method="ModelInfer",model="mnist"}' in text
+    assert [line for line in expected if line not in text] == []
 
 
 def test_a_25_mb_message_is_refused_and_the_server_stays_ready(client: Client, server: Server) -> None:
