@@ -404,12 +404,18 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Fine-tuning's recipe (``--images``): chosen by the measurements in docs/FINETUNE.md. Fewer
-#: epochs than from scratch (an epoch is a few hundred images), a smaller step when starting from
-#: trained weights so as not to wreck them.
-FINETUNE = TrainConfig(epochs=30, learning_rate=0.1)
+#: Fine-tuning's recipe (``--images``), chosen by the measurements in the README ("Train on
+#: your own images"): 300 UCI digits from mnist.npz with MNIST replayed, held-out UCI accuracy
+#: 91.1% after 30 epochs at 0.1, 92.9% at 0.3, 94.1% after 100 epochs at 0.3 (94.3% after 300,
+#: 94.2% at 1.0). An epoch is a few hundred own images plus the replay draw, so 100 epochs are
+#: about 4,000 steps: 30-40 s on 2 cores.
+FINETUNE = TrainConfig(epochs=100, learning_rate=0.3)
 #: From scratch on --images (no --init-from): the built-in sets' step size.
 SCRATCH_IMAGES_LEARNING_RATE = TrainConfig().learning_rate
+#: Replay examples per own example per epoch. Measured at 100 epochs, lr 0.3 (held-out UCI /
+#: MNIST test): ratio 1 92.7% / 96.69%, 2 93.7% / 97.16%, 4 94.1% / 97.54%, 8 93.7% / 97.71%
+#: (shipped: 84.7% / 97.95%). Up to 4, more replay forgets less and, as a regulariser, also
+#: generalises better to new writers.
 DEFAULT_REPLAY_RATIO = 4.0
 DEFAULT_VALIDATION_SPLIT = 0.1
 #: The held-out split's own random stream, so that it does not shift the training's draws.
