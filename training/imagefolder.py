@@ -16,8 +16,9 @@ What is read, and what is not:
   stored by the service), and one bad upload must not stop a nightly fine-tune; the warning says
   which file to remove. A folder left with no readable image is refused.
 
-Decoding is spread over worker processes for large folders (``PARALLEL_FROM`` files or more):
-10,000 small PNGs take about 2 s on 2 cores (bench figures in bench/README.md).
+Decoding is spread over worker processes for large folders (``PARALLEL_FROM`` files or more).
+Measured: 0.63 ms of CPU per 28x28 PNG (1,000 of MNIST's test digits, decode and preprocessing),
+so 10,000 images are about 6 s of CPU, 3-4 s on 2 idle cores with the two workers.
 """
 
 from __future__ import annotations
