@@ -555,6 +555,10 @@ def _image_data(args: argparse.Namespace, config: TrainConfig, init: ModelFile |
             if held.size:
                 x, t, x_val, t_val = x[keep], t[keep], x[held], t[held]
                 held_out = {"validation_split": fraction, "validation_count": int(held.size)}
+    if config.early_stopping and t_val is None:
+        raise UsageError(
+            "--early-stopping needs held-out data: a --validation-split above 0 or --validation-dir"
+        )
     x_test = t_test = None
     replay_from = None
     description: dict[str, Any] = {"name": "images", "images": own.describe(), **held_out}

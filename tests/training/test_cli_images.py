@@ -123,8 +123,21 @@ def classes_folder(root: Path, names: list[str]) -> Path:
         (lambda root: classes_folder(root, ["1"]), [], "only one class (1)"),
         (lambda root: classes_folder(root, ["1", "2"]), ["--hidden-size", "50"], "hidden units"),
         (lambda root: None, [], "does not exist"),
+        (
+            lambda root: classes_folder(root, ["1", "2"]),
+            ["--validation-split", "0", "--early-stopping", "3"],
+            "--early-stopping needs held-out data",
+        ),
     ],
-    ids=["empty", "no-images", "class-the-model-lacks", "single-class", "architecture", "missing"],
+    ids=[
+        "empty",
+        "no-images",
+        "class-the-model-lacks",
+        "single-class",
+        "architecture",
+        "missing",
+        "no-held-out",
+    ],
 )
 def test_bad_folders_are_one_line_and_exit_2(tmp_path, base_model, capsys, setup, extra, message):
     root = tmp_path / "images"
