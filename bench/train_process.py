@@ -72,7 +72,7 @@ class Contestant:
             )
         self.wall.append(wall)
         self.cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-        lines = [m for line in done.stdout.splitlines() if (m := LAST_EPOCH.match(line))]
+        lines = [m for line in done.stdout.splitlines() if (m := LAST_EPOCH.search(line))]
         if lines:
             e, vl, va = lines[-1].groups()
             self.last_epoch = f"after epoch {e}: test loss {vl} acc {va}"
