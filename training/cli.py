@@ -408,7 +408,7 @@ def _train(args: argparse.Namespace) -> int:
 #: your own images"): 300 UCI digits from mnist.npz with MNIST replayed, held-out UCI accuracy
 #: 91.1% after 30 epochs at 0.1, 92.9% at 0.3, 94.1% after 100 epochs at 0.3 (94.3% after 300,
 #: 94.2% at 1.0). An epoch is a few hundred own images plus the replay draw, so 100 epochs are
-#: about 4,000 steps: 30-40 s on 2 cores.
+#: about 4,000 steps: 26 s for the whole command on 2 cores.
 FINETUNE = TrainConfig(epochs=100, learning_rate=0.3)
 #: From scratch on --images (no --init-from): the built-in sets' step size.
 SCRATCH_IMAGES_LEARNING_RATE = TrainConfig().learning_rate
