@@ -1,11 +1,14 @@
 """Whole-process training time: ``python -m training train`` against the plain-numpy reference.
 
-Both processes do the same work from a cold start: start Python, read the four MNIST IDX files,
-train 784-100-10 (float32, batch 100, learning rate 0.1 constant, a fresh permutation every
-epoch, Xavier-scaled initial weights, seed 0) for ``--epochs`` epochs, evaluate loss and accuracy
-on the whole train and test sets after every epoch, keep a checkpoint after every epoch but the
-last, and write the model and its history. The reference is ``bench/train_reference.py``; the
-package's command is printed in the report. Neither draws a progress bar or a plot.
+Both processes train from a cold start: start Python, read the four MNIST IDX files, train
+784-100-10 (float32, batch 100, learning rate 0.1 constant, a fresh permutation every epoch,
+Xavier-scaled initial weights, seed 0) for ``--epochs`` epochs and write the model. The
+reference, ``bench/train_reference.py``, does only that and one final evaluation on the test set
+(issue 18's baseline: "a plain numpy loop doing the same SGD with one final evaluation"). The
+package does what ``train`` always does besides: training loss and accuracy as running means of
+every step, the test set evaluated after every epoch, a checkpoint after every epoch but the
+last, and the history file. The package's command is printed in the report. Neither draws a
+progress bar or a plot.
 
     python bench/train_process.py --data-dir DIR [--epochs 5] [--rounds 5] [--baseline DIR] [--check]
 
@@ -37,16 +40,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-#: Target from the tracker issue (13): the package's whole process at most this many times the
-#: reference's.
+#: Target from the tracker issues (13, then 18 against the SGD-only reference): the package's
+#: whole process at most this many times the reference's.
 TARGET_VS_REFERENCE = 1.1
 #: The settings both sides train with.
 SETTINGS = {"hidden-size": "100", "batch-size": "100", "learning-rate": "0.1", "seed": "0"}
 PACKAGE_OPTIONS = ["--lr-schedule", "constant", "--dtype", "float32", "--sampling", "shuffle"]
 PACKAGE_OPTIONS += ["--weight-init", "xavier", "--loss", "cross_entropy", "--no-progress"]
-LAST_EPOCH = re.compile(
-    r"^epoch +(\d+)/\d+ +train loss ([\d.]+) acc ([\d.]+) +test loss ([\d.]+) acc ([\d.]+)"
-)
+#: The package's last epoch line and the reference's final line both give the test loss and accuracy.
+LAST_EPOCH = re.compile(r"epoch +(\d+)\b.* test loss ([\d.]+) acc ([\d.]+)")
 
 
 @dataclass
@@ -70,10 +72,10 @@ class Contestant:
             )
         self.wall.append(wall)
         self.cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-        lines = [m for line in done.stdout.splitlines() if (m := LAST_EPOCH.match(line))]
+        lines = [m for line in done.stdout.splitlines() if (m := LAST_EPOCH.search(line))]
         if lines:
-            e, tl, ta, vl, va = lines[-1].groups()
-            self.last_epoch = f"after epoch {e}: train loss {tl} acc {ta}, test loss {vl} acc {va}"
+            e, vl, va = lines[-1].groups()
+            self.last_epoch = f"after epoch {e}: test loss {vl} acc {va}"
 
 
 def contestants(args: argparse.Namespace, out: Path) -> list[Contestant]:

@@ -33,8 +33,13 @@ def save_checkpoint(
         "rng": state.rng.bit_generator.state,
         "history": state.history,
         "seconds": state.seconds,
+        "running": state.running,
+        "best_loss": state.best_loss if state.best_params is not None else None,
+        "best_epoch": state.best_epoch,
     }
     arrays = {k: state.net.params[k] for k in PARAM_NAMES}
+    if state.best_params is not None:  # early stopping's best weights so far
+        arrays |= {f"best_{k}": state.best_params[k] for k in PARAM_NAMES}
     order = state.order if state.order is not None else np.empty(0, dtype=np.intp)
 
     def write(fh: Any) -> None:
@@ -51,6 +56,7 @@ def load_checkpoint(path: str | Path, config: TrainConfig, dataset: dict[str, An
             meta = json.loads(str(npz["state"]))
             params = {k: np.array(npz[k]) for k in PARAM_NAMES}
             order = np.array(npz["order"])
+            best = {k: np.array(npz[f"best_{k}"]) for k in PARAM_NAMES} if "best_W1" in npz else None
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
@@ -77,4 +83,8 @@ def load_checkpoint(path: str | Path, config: TrainConfig, dataset: dict[str, An
         order=order if order.size else None,
         history=list(meta["history"]),
         seconds=float(meta["seconds"]),
+        running=list(meta.get("running", [0.0, 0.0, 0.0])),
+        best_loss=float(meta["best_loss"]) if best is not None else float("inf"),
+        best_epoch=int(meta.get("best_epoch", 0)),
+        best_params=best,
     )

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -28,13 +30,17 @@ from training.datasets import (
     load_dataset,
 )
 from training.export import (
+    VERSION_FILE,
+    ModelFile,
     ModelFormatError,
     check_publish_target,
+    is_version_name,
     load_model,
     publish_model,
     save_model,
 )
 from training.fileio import atomic_write_bytes
+from training.imagefolder import ImageFolder, load_image_folder, print_skipped, split_stratified
 from training.nets import LOSSES, WEIGHT_INITS, TwoLayerNet, gradient_relative_errors
 from training.trainer import (
     DTYPES,
@@ -68,11 +74,84 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
 
     train = sub.add_parser("train", help="train a TwoLayerNet with mini-batch SGD and export .npz")
-    _add_data_args(train)
-    train.add_argument("--epochs", type=int, default=defaults.epochs)
-    train.add_argument("--hidden-size", type=int, default=defaults.hidden_size)
+    _add_data_args(train, dataset_default=None, dataset_help="built-in data set to train on (default: mnist)")
+    images = train.add_argument_group("your own images (see README: Train on your own images)")
+    images.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="train on DIR/<class name>/<image> (PNG, JPEG, GIF, BMP, WebP), each read as the "
+        "service reads an upload",
+    )
+    images.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="start from this model's weights and classes: a .npz, MODEL_DIR/NAME (its newest "
+        "version) or MODEL_DIR/NAME.npz",
+    )
+    images.add_argument(
+        "--replay",
+        choices=sorted(DATASETS),
+        default=None,
+        metavar="DATASET",
+        help="mix this built-in training set into every epoch (found as --dataset finds it), so "
+        "that fine-tuning does not forget it",
+    )
+    images.add_argument(
+        "--replay-ratio",
+        type=float,
+        default=DEFAULT_REPLAY_RATIO,
+        help=f"replay examples per own example in each epoch (default {DEFAULT_REPLAY_RATIO:g})",
+    )
+    images.add_argument(
+        "--validation-split",
+        type=float,
+        default=None,
+        metavar="F",
+        help="hold out this fraction of each class (seeded) to report on every epoch "
+        f"(default with --images: {DEFAULT_VALIDATION_SPLIT:g})",
+    )
+    images.add_argument(
+        "--validation-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="held-out images, laid out like --images",
+    )
+    images.add_argument(
+        "--early-stopping",
+        type=int,
+        default=0,
+        metavar="N",
+        help="stop after N epochs without a lower held-out loss, keeping the best epoch's weights",
+    )
+    images.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="small random shifts, rotations, scalings, shears and stroke widths per batch "
+        "(default: on with --images, off for the built-in sets)",
+    )
+    train.add_argument(
+        "--full-metrics",
+        action="store_true",
+        help="recompute the training loss and accuracy over the whole training set after every "
+        "epoch (default: running means over the epoch's steps, which cost nothing)",
+    )
+    train.add_argument(
+        "--epochs", type=int, default=None, help=f"default {defaults.epochs}; {FINETUNE.epochs} with --images"
+    )
+    train.add_argument("--hidden-size", type=int, default=None, help=f"default {defaults.hidden_size}")
     train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    train.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help=f"default {defaults.learning_rate:g}; {FINETUNE.learning_rate:g} with --init-from",
+    )
     train.add_argument(
         "--lr-schedule",
         choices=SCHEDULES,
@@ -130,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="loss and accuracy of a model file on a dataset")
     ev.add_argument("--model", type=Path, required=True)
     _add_data_args(ev, dataset_default=None)
+    ev.add_argument(
+        "--images", type=Path, default=None, metavar="DIR", help="evaluate on an image folder instead"
+    )
     ev.add_argument("--split", choices=("test", "train"), default="test")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -143,12 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = "mnist") -> None:
+def _add_data_args(
+    p: argparse.ArgumentParser, dataset_default: str | None = "mnist", dataset_help: str | None = None
+) -> None:
     p.add_argument(
         "--dataset",
         choices=sorted(DATASETS),
         default=dataset_default,
-        help="which data set" + ("" if dataset_default else " (default: the model's)"),
+        help=dataset_help or "which data set" + ("" if dataset_default else " (default: the model's)"),
     )
     p.add_argument(
         "--data-dir",
@@ -226,9 +310,31 @@ class _StopFlag:
         return self.signum is not None
 
 
+@dataclass
+class _Prepared:
+    """What ``_train`` trains on, and what the exported model says about it."""
+
+    data: TrainData
+    data_id: dict[str, Any]  # identifies the data for a checkpoint
+    class_names: list[str]
+    description: dict[str, Any]  # the metadata's "dataset"
+    summary: str  # the "training ..." line
+    initial: TwoLayerNet | None = None
+    image_style: str | None = None
+
+
 def _train(args: argparse.Namespace) -> int:
     """Options -> config -> data -> ``run`` with the hooks below -> model, history and plot."""
-    config = _train_config(args)
+    if args.images is None:
+        for flag in ("init_from", "replay", "validation_dir"):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--{flag.replace('_', '-')} goes with --images DIR; add it")
+    elif args.dataset is not None:
+        raise UsageError(
+            "--dataset and --images both say what to train on; give one (--replay mixes in a dataset)"
+        )
+    init = _load_init_model(args.init_from) if args.init_from is not None else None
+    config = _train_config(args, init)
     if args.publish is not None:
         if args.output is not None:
             raise UsageError("--output and --publish both say where the model goes; give one")
@@ -237,38 +343,37 @@ def _train(args: argparse.Namespace) -> int:
         output = args.publish.parent / (args.publish.name + ".npz")  # names the checkpoint only
     else:
         publish = None
-        output = args.output or Path(f"{args.dataset}.npz")
+        default_name = args.dataset or "mnist" if args.images is None else args.images.resolve().name
+        output = args.output or Path(f"{default_name}.npz")
     history_path: Path | None = args.history or (None if publish else output.with_suffix(".history.json"))
     checkpoint_path = args.resume if isinstance(args.resume, Path) else output.with_suffix(".ckpt")
     if args.plot is not None:
         _require_matplotlib()
 
-    ds = _load_dataset(args.dataset, args, progress=not args.no_progress)
-    data = _train_data(ds, np.dtype(config.dtype))
-    data_id = {"name": ds.name, "sha256": {name: f["sha256"] for name, f in sorted(ds.files.items())}}
+    prepared = _builtin_data(args, config) if args.images is None else _image_data(args, config, init)
+    data = prepared.data
     resume_from = None
     if args.resume is not None:
-        resume_from = load_checkpoint(checkpoint_path, config, data_id)
+        resume_from = load_checkpoint(checkpoint_path, config, prepared.data_id)
         print(f"resuming {checkpoint_path} at epoch {resume_from.epoch + 1}, step {resume_from.step}")
-    per_epoch = steps_per_epoch(data.x_train.shape[0], config)
+    per_epoch = steps_per_epoch(data.epoch_size(config), config)
     print(
-        f"training {ds.name}: {data.x_train.shape[0]} train / {data.x_test.shape[0]} test images, "
-        f"784-{config.hidden_size}-{data.num_classes}, {per_epoch} steps per epoch"
+        f"training {prepared.summary}, 784-{config.hidden_size}-{data.num_classes}, "
+        f"{per_epoch} steps per epoch"
     )
 
     progress = _EpochProgress(config.epochs, per_epoch, enabled=not args.no_progress)
+    sets = [name for name, _, _ in data.splits()]
 
     def print_epoch(record: EpochRecord) -> None:
-        print(
-            f"epoch {record['epoch']:>3}/{config.epochs}  "
-            f"train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f}  "
-            f"test loss {record['test_loss']:.4f} acc {record['test_accuracy']:.4f}  "
-            f"({record['seconds']:.1f}s)",
-            flush=True,
+        shown = "  ".join(
+            f"{name} loss {record[f'{name}_loss']:.4f} acc {record[f'{name}_accuracy']:.4f}"
+            for name in ("train", *sets)
         )
+        print(f"epoch {record['epoch']:>3}/{config.epochs}  {shown}  ({record['seconds']:.1f}s)", flush=True)
 
     def save_state(state: TrainState) -> None:
-        save_checkpoint(checkpoint_path, state, config, data_id)
+        save_checkpoint(checkpoint_path, state, config, prepared.data_id)
 
     with _StopFlag() as stop:
         callbacks = Callbacks(
@@ -279,7 +384,14 @@ def _train(args: argparse.Namespace) -> int:
             on_epoch=print_epoch,
             on_checkpoint=save_state,
         )
-        result = run(config, data, callbacks, resume_from=resume_from)
+        result = run(
+            config,
+            data,
+            callbacks,
+            resume_from=resume_from,
+            initial=prepared.initial,
+            full_train_metrics=args.full_metrics,
+        )
     state = result.state
     if result.stopped:
         print(
@@ -288,42 +400,254 @@ def _train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 128 + (stop.signum or signal.SIGINT)
+    if result.stopped_early or (config.early_stopping and state.best_epoch):
+        print(f"early stopping: kept epoch {state.best_epoch} (lowest held-out loss {state.best_loss:.4f})")
 
-    written = _export(output, publish, history_path, ds, config, state)
+    written = _export(output, publish, history_path, prepared, config, state)
     checkpoint_path.unlink(missing_ok=True)
-    print(f"wrote {written[0]} (test accuracy {state.history[-1]['test_accuracy']:.4f}) and {written[1]}")
+    final = _final_record(state)
+    scores = ", ".join(f"{name} accuracy {final[f'{name}_accuracy']:.4f}" for name in sets)
+    print(f"wrote {written[0]}{f' ({scores})' if scores else ''} and {written[1]}")
     if args.plot is not None:
         from training.plots import plot_learning_curve
 
-        plot_learning_curve(state.history, args.plot, title=f"{ds.name}: {config.hidden_size} hidden")
+        title = prepared.summary.split(":")[0]
+        plot_learning_curve(state.history, args.plot, title=f"{title}: {config.hidden_size} hidden")
         print(f"wrote {args.plot}")
     return 0
 
 
-def _train_config(args: argparse.Namespace) -> TrainConfig:
+#: Fine-tuning's recipe (``--images``), chosen by the measurements in the README ("Train on
+#: your own images"): 300 UCI digits from mnist.npz with MNIST replayed, held-out UCI accuracy
+#: 91.1% after 30 epochs at 0.1, 92.9% at 0.3, 94.1% after 100 epochs at 0.3 (94.3% after 300,
+#: 94.2% at 1.0). An epoch is a few hundred own images plus the replay draw, so 100 epochs are
+#: about 4,000 steps: 26 s for the whole command on 2 cores.
+FINETUNE = TrainConfig(epochs=100, learning_rate=0.3)
+#: From scratch on --images (no --init-from): the built-in sets' step size.
+SCRATCH_IMAGES_LEARNING_RATE = TrainConfig().learning_rate
+#: Replay examples per own example per epoch. Measured at 100 epochs, lr 0.3 (held-out UCI /
+#: MNIST test): ratio 1 92.7% / 96.69%, 2 93.7% / 97.16%, 4 94.1% / 97.54%, 8 93.7% / 97.71%
+#: (shipped: 84.7% / 97.95%). Up to 4, more replay forgets less and, as a regulariser, also
+#: generalises better to new writers.
+DEFAULT_REPLAY_RATIO = 4.0
+DEFAULT_VALIDATION_SPLIT = 0.1
+#: The held-out split's own random stream, so that it does not shift the training's draws.
+VALIDATION_STREAM = 1
+
+
+def _train_config(args: argparse.Namespace, init: ModelFile | None) -> TrainConfig:
+    defaults = TrainConfig() if args.images is None else FINETUNE
+    hidden = args.hidden_size if args.hidden_size is not None else defaults.hidden_size
+    if init is not None:
+        hidden_init = int(init.params["W1"].shape[1])
+        if args.hidden_size is not None and args.hidden_size != hidden_init:
+            raise UsageError(
+                f"--hidden-size {args.hidden_size}: {init.path} has {hidden_init} hidden units; "
+                "leave --hidden-size out when fine-tuning"
+            )
+        hidden = hidden_init
+    learning_rate = args.learning_rate
+    if learning_rate is None:
+        learning_rate = FINETUNE.learning_rate if init is not None else SCRATCH_IMAGES_LEARNING_RATE
+        learning_rate = learning_rate if args.images is not None else defaults.learning_rate
+    augment = args.augment if args.augment is not None else args.images is not None
+    if args.early_stopping and args.images is None and args.validation_split is None:
+        raise UsageError("--early-stopping needs held-out data: add --validation-split F")
     return TrainConfig(
-        hidden_size=args.hidden_size,
-        learning_rate=args.learning_rate,
+        hidden_size=hidden,
+        learning_rate=learning_rate,
         batch_size=args.batch_size,
-        epochs=args.epochs,
+        epochs=args.epochs if args.epochs is not None else defaults.epochs,
         loss=args.loss,
         weight_init=args.weight_init,
         dtype=args.dtype,
         seed=args.seed,
         sampling=args.sampling,
         lr_schedule=args.lr_schedule,
+        augment=augment,
+        replay_ratio=args.replay_ratio if args.replay is not None else 0.0,
+        early_stopping=args.early_stopping,
     )
 
 
-def _train_data(ds: Dataset, dtype: np.dtype) -> TrainData:
-    """Pixels (N, 28, 28) uint8 -> (N, 784) floats in [0, 1]; labels -> intp, for indexing."""
-    return TrainData(
-        x_train=as_training_arrays(ds.x_train, dtype),
-        t_train=ds.t_train.astype(np.intp),
+def _builtin_data(args: argparse.Namespace, config: TrainConfig) -> _Prepared:
+    name = args.dataset or "mnist"
+    ds = _load_dataset(name, args, progress=not args.no_progress)
+    dtype = np.dtype(config.dtype)
+    x, t = as_training_arrays(ds.x_train, dtype), ds.t_train.astype(np.intp)
+    x_val = t_val = None
+    if args.validation_split is not None:
+        rng = np.random.default_rng((config.seed, VALIDATION_STREAM))
+        keep, held = split_stratified(t, args.validation_split, rng)
+        x, t, x_val, t_val = x[keep], t[keep], x[held], t[held]
+    data = TrainData(
+        x_train=x,
+        t_train=t,
         x_test=as_training_arrays(ds.x_test, dtype),
         t_test=ds.t_test.astype(np.intp),
         num_classes=len(ds.class_names),
+        x_val=x_val,
+        t_val=t_val,
     )
+    data_id: dict[str, Any] = {
+        "name": ds.name,
+        "sha256": {n: f["sha256"] for n, f in sorted(ds.files.items())},
+    }
+    if args.validation_split is not None:
+        data_id["validation_split"] = args.validation_split
+    held_out = f" ({t_val.shape[0]} held out)" if t_val is not None else ""
+    return _Prepared(
+        data=data,
+        data_id=data_id,
+        class_names=list(ds.class_names),
+        description={"name": ds.name, "files": data_id["sha256"]},
+        summary=f"{ds.name}: {t.shape[0]} train{held_out} / {ds.x_test.shape[0]} test images",
+    )
+
+
+def _load_init_model(path: Path) -> ModelFile:
+    """``--init-from``: a model file, MODEL_DIR/NAME (newest version) or MODEL_DIR/NAME(.npz)."""
+    if path.is_dir():
+        versions = sorted(
+            (int(e.name) for e in path.iterdir() if is_version_name(e.name) and (e / VERSION_FILE).is_file()),
+        )
+        if not versions:
+            raise UsageError(
+                f"--init-from {path}: a directory without versions ({path}/<N>/{VERSION_FILE}); "
+                "give a model's .npz, MODEL_DIR/NAME or MODEL_DIR/NAME.npz"
+            )
+        path = path / str(versions[-1]) / VERSION_FILE
+    elif not path.exists() and path.with_name(path.name + ".npz").is_file():
+        path = path.with_name(path.name + ".npz")
+    model = load_model(path)
+    if math.prod(model.input_shape) != 28 * 28:
+        raise UsageError(
+            f"--init-from {path}: takes {math.prod(model.input_shape)} inputs; --images trains on "
+            "28x28 images"
+        )
+    return model
+
+
+def _image_data(args: argparse.Namespace, config: TrainConfig, init: ModelFile | None) -> _Prepared:
+    """--images DIR (+ --init-from, --replay, held-out data) -> what ``run`` trains on."""
+    replay = _load_dataset(args.replay, args, progress=not args.no_progress) if args.replay else None
+    classes: list[str] | None = None
+    style = "mnist"
+    if init is not None:
+        classes = init.class_names
+        style = _image_style(init.metadata)
+        if replay is not None and list(replay.class_names) != classes:
+            raise UsageError(
+                f"--replay {replay.name}: its classes ({', '.join(replay.class_names)}) are not the "
+                f"classes of {init.path} ({', '.join(classes)}); replay the data set the model learnt"
+            )
+    elif replay is not None:
+        classes = list(replay.class_names)
+        style = "fashion-mnist" if replay.name == "fashion-mnist" else "mnist"
+    own = _read_folder(args.images, classes, style, progress=not args.no_progress)
+    class_names = list(own.class_names)
+    present = sorted(set(own.t.tolist()))
+    if len(present) < 2 and replay is None:
+        raise UsageError(
+            f"{own.root}: only one class ({class_names[present[0]]}); a classifier needs two or more "
+            "class folders, or --init-from MODEL with --replay DATASET to keep its other classes"
+        )
+    dtype = np.dtype(config.dtype)
+    x, t = own.x.astype(dtype, copy=False), own.t
+    x_val = t_val = None
+    held_out: dict[str, Any] = {}
+    if args.validation_dir is not None:
+        val = _read_folder(args.validation_dir, class_names, style, progress=not args.no_progress)
+        x_val, t_val = val.x.astype(dtype, copy=False), val.t
+        held_out = {"validation": val.describe()}
+    else:
+        fraction = DEFAULT_VALIDATION_SPLIT if args.validation_split is None else args.validation_split
+        if fraction > 0:
+            rng = np.random.default_rng((config.seed, VALIDATION_STREAM))
+            keep, held = split_stratified(t, fraction, rng)
+            if held.size:
+                x, t, x_val, t_val = x[keep], t[keep], x[held], t[held]
+                held_out = {"validation_split": fraction, "validation_count": int(held.size)}
+    if config.early_stopping and t_val is None:
+        raise UsageError(
+            "--early-stopping needs held-out data: a --validation-split above 0 or --validation-dir"
+        )
+    x_test = t_test = None
+    replay_from = None
+    description: dict[str, Any] = {"name": "images", "images": own.describe(), **held_out}
+    data_id: dict[str, Any] = {"images": own.files_sha256, **held_out}
+    if replay is not None:
+        replay_from = x.shape[0]
+        x = np.concatenate((x, as_training_arrays(replay.x_train, dtype)))
+        t = np.concatenate((t, replay.t_train.astype(np.intp)))
+        x_test, t_test = as_training_arrays(replay.x_test, dtype), replay.t_test.astype(np.intp)
+        files = {n: f["sha256"] for n, f in sorted(replay.files.items())}
+        description["replay"] = {"name": replay.name, "files": files, "ratio": config.replay_ratio}
+        data_id["replay"] = {"name": replay.name, "sha256": files}
+    if init is not None:
+        description["init_from"] = {"path": str(init.path), "sha256": init.sha256}
+        data_id["init_from"] = init.sha256
+    data = TrainData(
+        x_train=x,
+        t_train=t,
+        x_test=x_test,
+        t_test=t_test,
+        num_classes=len(class_names),
+        x_val=x_val,
+        t_val=t_val,
+        replay_from=replay_from,
+    )
+    n_own = data.n_own
+    parts = [f"{own.root}: {n_own} images of {len(present)} classes"]
+    if t_val is not None:
+        parts.append(f"{t_val.shape[0]} held out")
+    if replay is not None:
+        drawn = data.epoch_size(config) - n_own
+        parts.append(f"+ {drawn} {replay.name} per epoch (test: {replay.name})")
+    if init is not None:
+        parts.append(f"from {init.path}")
+    return _Prepared(
+        data=data,
+        data_id=data_id,
+        class_names=class_names,
+        description=description,
+        summary=", ".join(parts),
+        initial=init.network() if init is not None else None,
+        image_style=style,
+    )
+
+
+def _read_folder(root: Path, classes: list[str] | None, style: str, *, progress: bool) -> ImageFolder:
+    """An image folder with a progress bar (on a terminal), its skipped files warned about."""
+    bar: Any = None
+    if progress and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(desc=f"reading {root}", unit="image", leave=False, file=sys.stderr)
+    try:
+        folder = load_image_folder(root, classes, style=style, progress=bar.update if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    print_skipped(folder.skipped)
+    if folder.skipped:
+        print(f"{root}: read {folder.t.shape[0]} images, skipped {len(folder.skipped)} (see the warnings)")
+    return folder
+
+
+def _image_style(metadata: dict[str, Any]) -> str:
+    """The preprocessing style a model is served with (as service/registry.py decides it)."""
+    style = metadata.get("image_preprocessing")
+    if isinstance(style, str):
+        return style
+    return "fashion-mnist" if "fashion" in str(metadata.get("dataset", "")).lower() else "mnist"
+
+
+def _final_record(state: TrainState) -> EpochRecord:
+    """The history line of the weights being exported: the best epoch's with early stopping."""
+    if state.best_params is not None and state.best_epoch:
+        return state.history[state.best_epoch - 1]
+    return state.history[-1]
 
 
 class _EpochProgress:
@@ -370,29 +694,35 @@ def _export(
     output: Path,
     publish: Path | None,
     history_path: Path | None,
-    ds: Dataset,
+    prepared: _Prepared,
     config: TrainConfig,
     state: TrainState,
 ) -> tuple[Path, Path]:
     """The model (weights + metadata) and its per-epoch history, each written atomically, at
     ``output``, or with ``publish`` as the next version in that directory (the history in the
     version directory unless ``history_path`` says otherwise). Returns the two paths."""
-    final = state.history[-1]
-    metadata = {
-        "input_shape": list(ds.x_train.shape[1:]),
-        "class_names": list(ds.class_names),
-        "pixel_preprocessing": PIXEL_PREPROCESSING,
-        "dataset": {"name": ds.name, "files": {n: f["sha256"] for n, f in sorted(ds.files.items())}},
-        "training": {
-            "config": config.to_dict(),
-            "seed": config.seed,
-            "epochs_completed": state.epoch,
-            "training_seconds": round(state.seconds, 2),
-        },
-        "metrics": {k: final[k] for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")},
+    final = _final_record(state)
+    training: dict[str, Any] = {
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "epochs_completed": state.epoch,
+        "training_seconds": round(state.seconds, 2),
     }
+    if state.best_params is not None and state.best_epoch:
+        training["best_epoch"] = state.best_epoch
+    metadata: dict[str, Any] = {
+        "input_shape": [28, 28],
+        "class_names": prepared.class_names,
+        "pixel_preprocessing": PIXEL_PREPROCESSING,
+        "dataset": prepared.description,
+        "training": training,
+        "metrics": {k: v for k, v in final.items() if k.endswith(("_loss", "_accuracy"))},
+    }
+    if prepared.image_style is not None:
+        metadata["image_preprocessing"] = prepared.image_style
+    dataset_name = prepared.description.get("name")
     history = json.dumps(
-        {"config": config.to_dict(), "dataset": ds.name, "epochs": state.history}, indent=2
+        {"config": config.to_dict(), "dataset": dataset_name, "epochs": state.history}, indent=2
     ).encode()
     if publish is None:
         assert history_path is not None  # noqa: S101 - _train sets it whenever it writes a file
@@ -417,7 +747,12 @@ def _require_matplotlib() -> None:
 # --- evaluate ------------------------------------------------------------------------------
 def _evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model)
-    name = args.dataset or model.metadata.get("dataset", {}).get("name")
+    if args.images is not None:
+        return _evaluate_images(args, model)
+    described = model.metadata.get("dataset", {})
+    name = args.dataset or described.get("name")
+    if name == "images":  # trained on an image folder: its replay set, if it had one
+        name = (described.get("replay") or {}).get("name")
     if name not in DATASETS:
         raise UsageError(
             f"{args.model}: the model names no known dataset; pass --dataset ({', '.join(sorted(DATASETS))})"
@@ -446,6 +781,29 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         print(
             f"{args.model} on {name} {args.split} ({x.shape[0]} images): "
+            f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}"
+        )
+    return 0
+
+
+def _evaluate_images(args: argparse.Namespace, model: ModelFile) -> int:
+    """``evaluate --images DIR``: the model on a labelled image folder, read as uploads are."""
+    folder = _read_folder(args.images, model.class_names, _image_style(model.metadata), progress=False)
+    net = model.network()
+    result = evaluate(net, folder.x.astype(net.dtype, copy=False), folder.t)
+    summary = {
+        "model": str(args.model),
+        "version": model.version,
+        "images": str(args.images),
+        "count": int(folder.t.shape[0]),
+        "skipped": len(folder.skipped),
+        **result,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"{args.model} on {args.images} ({folder.t.shape[0]} images): "
             f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}"
         )
     return 0

@@ -124,6 +124,7 @@ class TwoLayerNet:
             "b2": np.zeros(output_size, dtype=self.dtype),
         }
         self._workspace: _Workspace | None = None
+        self._last_correct = 0  # correct answers of the last batch sgd_step computed a loss for
 
     @classmethod
     def from_params(
@@ -142,6 +143,7 @@ class TwoLayerNet:
         net.loss_name = loss_name
         net.params = {"W1": w1, "b1": b1, "W2": w2, "b2": b2}
         net._workspace = None
+        net._last_correct = 0
         return net
 
     @property
@@ -258,6 +260,14 @@ class TwoLayerNet:
             self.params[k] -= g
         return loss
 
+    def sgd_step_metrics(
+        self, x: NDArray[np.floating], t: NDArray, learning_rate: float
+    ) -> tuple[float, int]:
+        """``sgd_step`` that also counts the batch's correct answers (before the update): the
+        training metrics of an epoch as running means over its own steps, at no extra pass."""
+        loss = self.sgd_step(x, t, learning_rate, with_loss=True)
+        return loss, self._last_correct
+
     def _forward_backward(
         self, x: NDArray, t: NDArray, ws: _Workspace, scale: float, with_loss: bool = True
     ) -> float:
@@ -285,6 +295,10 @@ class TwoLayerNet:
         np.exp(y, out=y)
         y.sum(axis=1, keepdims=True, out=ws.row)
         y /= ws.row
+
+        if with_loss:  # the batch's correct answers, for running accuracy (a few us)
+            labels = t.argmax(axis=1) if one_hot else t
+            self._last_correct = int(np.count_nonzero(y.argmax(axis=1) == labels))
 
         # loss and da2 = dL/da2 (scaled), written over y
         da2 = y

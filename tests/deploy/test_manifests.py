@@ -86,7 +86,7 @@ def test_every_kustomization_renders_and_validates_strictly(directory: Path) -> 
 
 def test_the_kustomizations_are_the_expected_ones() -> None:
     names = {str(p.relative_to(DEPLOY)) for p in kustomizations()}
-    assert {"kubernetes", "train", "overlays/kserve", "overlays/prometheus-operator"} <= names
+    assert {"kubernetes", "train", "finetune", "overlays/kserve", "overlays/prometheus-operator"} <= names
 
 
 # --- the base: Deployment, Service, PDB, HPA, Ingress -------------------------------------
@@ -325,6 +325,33 @@ def test_the_training_job_publishes_into_the_shared_volume() -> None:
         == one(render(BASE), "PersistentVolumeClaim")["metadata"]["name"]
     )
     assert job["metadata"].get("namespace") == one(render(BASE), "Deployment")["metadata"]["namespace"]
+
+
+def test_the_finetune_job_reads_images_read_only_and_publishes_a_new_name() -> None:
+    """Issue 18: the served mnist fine-tuned on a mounted image folder, published as mnist-tuned."""
+    docs = render(DEPLOY / "finetune")
+    assert kinds(docs) == {"Job", "PersistentVolumeClaim"}
+    pod = one(docs, "Job", "digits-finetune")["spec"]["template"]["spec"]
+    (train,) = pod["containers"]
+    args = train["args"]
+    assert args[0] == "train"
+    option = {
+        name: args[args.index(name) + 1] for name in ("--images", "--init-from", "--replay", "--publish")
+    }
+    mounts = {m["mountPath"]: m for m in train["volumeMounts"]}
+    assert mounts[option["--images"]]["readOnly"] is True
+    assert Path(option["--init-from"]).parent == Path(option["--publish"]).parent
+    assert not mounts[str(Path(option["--publish"]).parent)].get("readOnly", False)
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    assert (
+        claims[mounts[option["--images"]]["name"]] == one(docs, "PersistentVolumeClaim")["metadata"]["name"]
+    )
+    assert claims["models"] == one(render(BASE), "PersistentVolumeClaim")["metadata"]["name"]
+    assert option["--replay"] == "mnist" and Path(option["--publish"]).name != "mnist"
 
 
 # --- KServe -------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from training.trainer import (
     Callbacks,
     TrainConfig,
     TrainData,
+    TrainState,
     evaluate,
     init_state,
     learning_rate_at,
@@ -207,11 +208,31 @@ def test_on_epoch_gets_each_epochs_history_record(data):
     keys = {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds"}
     assert all(set(record) == keys for record in records)
     last = records[-1]
-    train = evaluate(result.state.net, data.x_train, data.t_train)
     test = evaluate(result.state.net, data.x_test, data.t_test)
-    assert (last["train_loss"], last["train_accuracy"]) == (train["loss"], train["accuracy"])
     assert (last["test_loss"], last["test_accuracy"]) == (test["loss"], test["accuracy"])
     assert 0 <= records[0]["seconds"] <= records[1]["seconds"] <= records[2]["seconds"]
+
+
+def test_training_metrics_are_running_means_of_the_epochs_steps(data):
+    """Keras' way: each step's batch loss and correct answers (before its update) averaged over
+    the epoch, at no extra pass; ``full_train_metrics`` recomputes them over the whole set."""
+    config = TrainConfig(**FAST)
+    losses: list[float] = []
+    result = run(config, data, Callbacks(on_step=lambda step, loss: losses.append(loss)))
+    per_epoch = len(losses) // config.epochs
+    sizes = [min(config.batch_size, data.x_train.shape[0] - i * config.batch_size) for i in range(per_epoch)]
+    last_epoch = losses[-per_epoch:]
+    expected = sum(loss * m for loss, m in zip(last_epoch, sizes, strict=True)) / sum(sizes)
+    assert result.history[-1]["train_loss"] == pytest.approx(expected, rel=1e-12)
+    assert 0 < result.history[-1]["train_accuracy"] <= 1
+
+    full = run(config, data, full_train_metrics=True)
+    train = evaluate(full.state.net, data.x_train, data.t_train)
+    assert (full.history[-1]["train_loss"], full.history[-1]["train_accuracy"]) == (
+        train["loss"],
+        train["accuracy"],
+    )
+    assert full.state.net.params["W1"].tobytes() == result.state.net.params["W1"].tobytes()
 
 
 @pytest.mark.parametrize("sampling", ["shuffle", "random"])
@@ -325,3 +346,78 @@ def test_shuffle_visits_every_example_once_per_epoch_in_a_new_order():
         assert sorted(i for b in order for i in b) == list(range(n))
     assert len({str(order) for order in orders}) == epochs
     assert orders[0] != [list(range(s, min(s + batch, n))) for s in range(0, n, batch)]
+
+
+@pytest.fixture(scope="module")
+def replay_data(mnist_sample_dir, sample):
+    """100 own digits, a 400-digit replay pool after them, 100 held out and 200 to test on."""
+    ds = load_dataset("mnist", mnist_sample_dir)
+    x, t = sample
+    x_test, t_test = as_training_arrays(ds.x_test[500:700], np.float32), ds.t_test[500:700].astype(np.intp)
+    return TrainData(
+        x[:500],
+        t[:500],
+        x_test,
+        t_test,
+        num_classes=10,
+        x_val=x_test[:100],
+        t_val=t_test[:100],
+        replay_from=100,
+    )
+
+
+def test_replay_draws_a_fresh_share_of_the_pool_beside_every_own_example(replay_data):
+    config = TrainConfig(hidden_size=16, batch_size=50, epochs=2, replay_ratio=1.5)
+    assert replay_data.epoch_size(config) == 250
+    seen: list[np.ndarray] = []
+    state = init_state(config, 784, 10)
+    for _ in range(2):
+        train_epoch(
+            state,
+            config,
+            replay_data.x_train,
+            replay_data.t_train,
+            replay_from=100,
+            on_step=lambda step, loss: seen.append(state.order.copy()) if step == 1 else None,
+        )
+    for order in seen:
+        assert sorted(order[order < 100].tolist()) == list(range(100))
+        assert (order >= 100).sum() == 150 and len(set(order.tolist())) == 250
+    assert set(seen[0][seen[0] >= 100].tolist()) != set(seen[1][seen[1] >= 100].tolist())
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_resumed_run_with_replay_augmentation_and_early_stopping_is_bit_identical(
+    replay_data, augment, tmp_path
+):
+    config = TrainConfig(
+        hidden_size=16, batch_size=50, epochs=6, replay_ratio=2.0, augment=augment, early_stopping=2
+    )
+    whole = run(config, replay_data)
+    stops = iter(range(1000))
+    saved: list[TrainState] = []
+    part = run(
+        config,
+        replay_data,
+        Callbacks(should_stop=lambda: next(stops) == 8, on_checkpoint=saved.append),  # mid-epoch 2
+    )
+    assert part.stopped
+    save_checkpoint(tmp_path / "c.ckpt", part.state, config, {"d": 1})
+    resumed = run(config, replay_data, resume_from=load_checkpoint(tmp_path / "c.ckpt", config, {"d": 1}))
+
+    def without_time(history):
+        return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+
+    assert without_time(resumed.history) == without_time(whole.history)
+    assert resumed.state.best_epoch == whole.state.best_epoch
+    for k in whole.state.net.params:
+        np.testing.assert_array_equal(whole.state.net.params[k], resumed.state.net.params[k])
+
+
+def test_early_stopping_keeps_the_best_epochs_weights(replay_data):
+    config = TrainConfig(hidden_size=16, batch_size=50, epochs=8, learning_rate=3.0, early_stopping=1)
+    result = run(config, replay_data)
+    best = min(result.history, key=lambda r: r["val_loss"])
+    assert result.state.best_epoch == best["epoch"]
+    val = evaluate(result.state.net, replay_data.x_val, replay_data.t_val)
+    assert val["loss"] == pytest.approx(best["val_loss"], rel=1e-6)
