@@ -4,6 +4,7 @@ the only way in, caps bodies where the API does, and the API replicas publish no
 
 from __future__ import annotations
 
+import json
 import re
 
 import yaml
@@ -51,7 +52,7 @@ def test_the_proxy_buffers_requests_and_balances_by_name() -> None:
     # resolved at request time (a variable), so replicas added or gone are seen
     assert "resolver @RESOLVER@" in TEMPLATE
     assert "set $api @UPSTREAM@;" in TEMPLATE
-    assert TEMPLATE.count("proxy_pass http://$api;") == 2
+    assert TEMPLATE.count("proxy_pass http://$api;") == 3  # /, /v2/ and TF Serving's routes
     assert SERVICES["proxy"]["environment"]["UPSTREAM"] == "api:8000"
     assert "proxy_set_header X-Request-ID $req_id;" in TEMPLATE
     # a new connection to a replica per request: TIME_WAIT ports are reused, not searched for
@@ -87,3 +88,66 @@ def test_every_post_route_is_safe_to_retry(app: Flask) -> None:
     posts = {rule.endpoint for rule in app.url_map.iter_rules() if "POST" in (rule.methods or ())}
     assert posts <= RETRY_SAFE_POSTS, posts - RETRY_SAFE_POSTS
     assert "non_idempotent" in TEMPLATE
+
+
+#: nginx's own error statuses (issue 22) and what each is answered with.
+PROXY_OWN_ERRORS = {
+    "400": 400,
+    "501": 400,
+    "505": 400,
+    "408": 408,
+    "413": 413,
+    "502": 503,
+    "503": 503,
+    "504": 504,
+}
+PARSE_ERRORS = {"400": 400, "501": 400, "505": 400, "408": 408, "414": 414, "494": 431}
+
+
+def _named_answers() -> dict[str, tuple[int, object]]:
+    """``location @name { ... return STATUS 'BODY'; }`` -> (status, parsed body)."""
+    found = re.findall(r"location (@\w+) \{[^}]*?return (\d+) '([^']*)';", TEMPLATE)
+    return {
+        name: (int(status), json.loads(body.replace("@MAX_REQUEST_BYTES@", "16777216")))
+        for name, status, body in found
+    }
+
+
+def _error_pages(block: str) -> dict[str, str]:
+    pages = {}
+    for codes, target in re.findall(r"error_page ([\d ]+) (@\w+);", block):
+        pages.update(dict.fromkeys(codes.split(), target))
+    return pages
+
+
+def test_the_proxys_own_errors_are_json_in_each_routes_shape() -> None:
+    """Every error nginx writes itself goes through error_page to a JSON answer: before any
+    location (parse errors: the Error shape), and in each proxied location, in its routes' shape
+    (the Open Inference Protocol's and TF Serving's: {"error": "..."}). A client's error is never
+    a 5xx (501, 505: 400). .ci/compose_check.py hostile sends them through a live proxy."""
+    answers = _named_answers()
+    server_level = TEMPLATE[TEMPLATE.index("server {") : TEMPLATE.index("location / {")]
+    for code, status in PARSE_ERRORS.items():
+        answer_status, body = answers[_error_pages(server_level)[code]]
+        assert answer_status == status
+        assert body == {
+            "error": {"status": status, "code": body["error"]["code"], "message": body["error"]["message"]}
+        }  # type: ignore[index]
+    blocks = re.findall(r"location ([^@{][^{]*)\{([^}]*)\}", TEMPLATE)
+    proxied = {where.strip(): block for where, block in blocks if "proxy_pass" in block}
+    assert set(proxied) == {
+        "/",
+        "/v2/",
+        '~ "^/v1/models/[^/]+(/versions/[^/]+)?(:predict|:explain|/metadata)$"',
+    }
+    for where, block in proxied.items():
+        pages = _error_pages(block)
+        for code, status in PROXY_OWN_ERRORS.items():
+            answer_status, body = answers[pages[code]]
+            assert answer_status == status, (where, code)
+            error = body["error"]  # type: ignore[index]
+            if where == "/":
+                assert error["status"] == status and error["code"] and error["message"], (where, code)
+            else:
+                assert isinstance(error, str) and error, (where, code)
+    assert TEMPLATE.count("add_header X-Request-ID $req_id always;") == len(answers)
