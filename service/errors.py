@@ -219,8 +219,7 @@ def is_v2_request() -> bool:
 
 
 def plain_error_path(path: str) -> bool:
-    """The path is one of the protocols that answer ``{"error": "..."}`` (also for gunicorn's
-    own errors, ``service.workers``, which know the path but not the route)."""
+    """The path is one of the routes that answer ``{"error": "..."}``: for paths no route matched."""
     if path == V2_PREFIX or path.startswith(V2_PREFIX + "/"):
         return True
     return _TFSERVING_PATH.fullmatch(path) is not None

@@ -107,6 +107,17 @@ CASES = [
         may_close=True,
     ),
     Case(
+        "multipart-body-cut-short",
+        _post(
+            b"/predict",
+            b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000\r\n",
+            b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n\x89PNG',
+        ),
+        B400,
+        "the same for a form: not a form with fewer parts (422)",
+        may_close=True,
+    ),
+    Case(
         "client-gone-mid-body",
         _post(b"/predict", JSON + b"Content-Length: 100000\r\n", b'{"inputs": [[' + b"0," * 100),
         B400,
