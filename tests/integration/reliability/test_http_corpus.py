@@ -20,10 +20,13 @@ from reliability_testkit import AUTH, Server, serve, server_environment
 TIMEOUT = 3
 
 
-@pytest.fixture(scope="module")
-def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=["1", "2"], ids=["sync", "gthread"])
+def server(
+    model_dir: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    """Both worker classes (service/workers.py): sync, and gthread with WORKER_THREADS=2."""
     # auth off: the corpus must reach the framing and the body, not stop at a 401
-    env = server_environment(model_dir, TIMEOUT=str(TIMEOUT))
+    env = server_environment(model_dir, TIMEOUT=str(TIMEOUT), WORKER_THREADS=request.param)
     del env["AUTH_TOKEN"]
     yield from serve(env, tmp_path_factory.mktemp("http-corpus") / "gunicorn.log")
 
