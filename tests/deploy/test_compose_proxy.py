@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import yaml
 from deploy_testkit import DEPLOY, REPO
@@ -90,7 +91,9 @@ def test_every_post_route_is_safe_to_retry(app: Flask) -> None:
     assert "non_idempotent" in TEMPLATE
 
 
-#: nginx's own error statuses (issue 22) and what each is answered with.
+#: nginx's own error statuses (issue 22) and the status each is answered with: parse errors before
+#: any location, and the errors of a proxied request (a client's error is never a 5xx).
+PARSE_ERRORS = {"400": 400, "501": 400, "505": 400, "408": 408, "414": 414, "494": 431}
 PROXY_OWN_ERRORS = {
     "400": 400,
     "501": 400,
@@ -101,39 +104,48 @@ PROXY_OWN_ERRORS = {
     "503": 503,
     "504": 504,
 }
-PARSE_ERRORS = {"400": 400, "501": 400, "505": 400, "408": 408, "414": 414, "494": 431}
 
 
-def _named_answers() -> dict[str, tuple[int, object]]:
-    """``location @name { ... return STATUS 'BODY'; }`` -> (status, parsed body)."""
-    found = re.findall(r"location (@\w+) \{[^}]*?return (\d+) '([^']*)';", TEMPLATE)
+def _answers() -> dict[str, tuple[int, object]]:
+    """``location @name`` or ``location = /uri`` ``{ ... return STATUS 'BODY'; }`` -> (status,
+    parsed body)."""
+    found = re.findall(r"location (?:= )?(@\w+|/[\w/]+) \{[^}]*?return (\d+) '([^']*)';", TEMPLATE)
     return {
         name: (int(status), json.loads(body.replace("@MAX_REQUEST_BYTES@", "16777216")))
         for name, status, body in found
     }
 
 
-def _error_pages(block: str) -> dict[str, str]:
+def _error_pages(block: str) -> dict[str, tuple[int | None, str]]:
+    """``error_page CODES [=STATUS] TARGET;`` -> code: (STATUS or None, TARGET)."""
     pages = {}
-    for codes, target in re.findall(r"error_page ([\d ]+) (@\w+);", block):
-        pages.update(dict.fromkeys(codes.split(), target))
+    for codes, status, target in re.findall(r"error_page ([\d ]+?) (?:=(\d+) )?(\S+);", block):
+        pages.update(dict.fromkeys(codes.split(), (int(status) if status else None, target)))
     return pages
 
 
+def _sent(code: str, page: tuple[int | None, str], answers: dict[str, tuple[int, object]]) -> tuple[int, Any]:
+    """What nginx sends: the error's own status unless error_page says ``=STATUS``, and the body."""
+    override, target = page
+    return override or int(code), answers[target][1]
+
+
 def test_the_proxys_own_errors_are_json_in_each_routes_shape() -> None:
-    """Every error nginx writes itself goes through error_page to a JSON answer: before any
-    location (parse errors: the Error shape), and in each proxied location, in its routes' shape
-    (the Open Inference Protocol's and TF Serving's: {"error": "..."}). A client's error is never
-    a 5xx (501, 505: 400). .ci/compose_check.py hostile sends them through a live proxy."""
-    answers = _named_answers()
+    """Every error nginx writes itself goes through error_page to a JSON answer whose body says
+    the status it is sent with: before any location (parse errors: the Error shape, from a URI:
+    a bad request line has none for a named location), and in each proxied location in its
+    routes' shape (the Open Inference Protocol's and TF Serving's: {"error": "..."}). A client's
+    error is never a 5xx (501, 505: 400). .ci/compose_check.py hostile sends them through a live
+    proxy."""
+    answers = _answers()
     server_level = TEMPLATE[TEMPLATE.index("server {") : TEMPLATE.index("location / {")]
     for code, status in PARSE_ERRORS.items():
-        answer_status, body = answers[_error_pages(server_level)[code]]
-        assert answer_status == status
-        assert body == {
-            "error": {"status": status, "code": body["error"]["code"], "message": body["error"]["message"]}
-        }  # type: ignore[index]
-    blocks = re.findall(r"location ([^@{][^{]*)\{([^}]*)\}", TEMPLATE)
+        page = _error_pages(server_level)[code]
+        assert page[1].startswith("/_proxy/errors/"), code
+        sent, body = _sent(code, page, answers)
+        assert sent == status and body["error"]["status"] == status, code
+        assert body["error"]["code"] and body["error"]["message"]
+    blocks = re.findall(r"^        location ([^@={][^{]*)\{(.*?)\n        \}", TEMPLATE, flags=re.S | re.M)
     proxied = {where.strip(): block for where, block in blocks if "proxy_pass" in block}
     assert set(proxied) == {
         "/",
@@ -143,11 +155,12 @@ def test_the_proxys_own_errors_are_json_in_each_routes_shape() -> None:
     for where, block in proxied.items():
         pages = _error_pages(block)
         for code, status in PROXY_OWN_ERRORS.items():
-            answer_status, body = answers[pages[code]]
-            assert answer_status == status, (where, code)
-            error = body["error"]  # type: ignore[index]
+            sent, body = _sent(code, pages[code], answers)
+            assert sent == status, (where, code)
             if where == "/":
-                assert error["status"] == status and error["code"] and error["message"], (where, code)
+                assert body["error"]["status"] == status and body["error"]["code"], (where, code)
             else:
-                assert isinstance(error, str) and error, (where, code)
-    assert TEMPLATE.count("add_header X-Request-ID $req_id always;") == len(answers)
+                assert isinstance(body["error"], str) and body["error"], (where, code)
+    assert (
+        TEMPLATE.count("add_header X-Request-ID $req_id always;") == len(answers) - 1
+    )  # not /_proxy/healthz

@@ -38,6 +38,9 @@ class Case:
     trickle: float = 0.0
     #: Reset the connection (TCP RST) after sending: a client gone mid-body. No answer is read.
     reset: bool = False
+    #: Close the sending side after the request (the client stops: the body ends early). Not for
+    #: whole requests: nginx takes a client's FIN for a client gone, and answers nothing.
+    half_close: bool = False
     #: More statuses that are right through a proxy that reads HTTP more leniently (RFC 9112 2.2
     #: lets a recipient take a bare LF as a line end: the request is then whole and valid).
     lenient: frozenset[int] = field(default_factory=frozenset)
@@ -90,7 +93,8 @@ CASES = [
         "chunk-size-overflow",
         _chunked(b"/predict", b"f" * 40 + b"\r\n{}\r\n0\r\n\r\n"),
         frozenset({400, 413}),
-        "a chunk size past 64 bits: bad size, or over the body limit",
+        "a chunk size past 64 bits: bad size, or over the body limit (gunicorn waits for it)",
+        half_close=True,
     ),
     Case(
         "chunked-body-cut-short",
@@ -98,6 +102,7 @@ CASES = [
         B400,
         "the client stops (half-close) inside a chunk",
         may_close=True,
+        half_close=True,
     ),
     Case(
         "length-body-cut-short",
@@ -105,6 +110,7 @@ CASES = [
         B400,
         "RFC 9112 8: fewer bytes than Content-Length is an incomplete message",
         may_close=True,
+        half_close=True,
     ),
     Case(
         "multipart-body-cut-short",
@@ -116,6 +122,7 @@ CASES = [
         B400,
         "the same for a form: not a form with fewer parts (422)",
         may_close=True,
+        half_close=True,
     ),
     Case(
         "client-gone-mid-body",
@@ -264,6 +271,19 @@ CASES = [
         frozenset({431}),
         "over 100 fields",
     ),
+    # nginx's own limit (large_client_header_buffers 4 16k): refused by the proxy itself
+    Case(
+        "path-20k",
+        b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        frozenset({414}),
+        "over the proxy's buffer for a request line too",
+    ),
+    Case(
+        "header-20k",
+        b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n",
+        frozenset({431}),
+        "over the proxy's buffer for a field (nginx's 494)",
+    ),
     # --- slow: a byte every 0.2 s of a request line that never ends ---
     Case(
         "slow-trickle",
@@ -272,6 +292,7 @@ CASES = [
         "a client that sends too slowly: the server's timeout closes it",
         may_close=True,
         trickle=0.2,
+        half_close=True,
     ),
 ]
 
@@ -288,7 +309,9 @@ class Answer:
 
 
 def exchange(host: str, port: int, case: Case, timeout: float = 20.0, trickle_for: float = 6.0) -> Answer:
-    """Send the case's request, close the write side, read until the server closes."""
+    """Send the case's request (closing the write side after it if the case says so) and read
+    the answer: until the server closes, or, once an answer is whole, a further
+    ``SECOND_ANSWER_WAIT`` for anything behind it (a server keeping the connection alive)."""
     sock = socket.create_connection((host, port), timeout=timeout)
     received, error = b"", None
     with sock:
@@ -300,19 +323,24 @@ def exchange(host: str, port: int, case: Case, timeout: float = 20.0, trickle_fo
                     if time.monotonic() > deadline:
                         break
                     time.sleep(case.trickle)
-                sock.settimeout(timeout)
             else:
                 sock.sendall(case.request)
             if case.reset:
                 time.sleep(0.2)  # the server is reading the body
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 return Answer(None, {}, b"", b"", "reset by the client")
-            sock.shutdown(socket.SHUT_WR)
+            if case.half_close:
+                sock.shutdown(socket.SHUT_WR)
         except OSError as exc:  # the server closed first: read what it said
             error = type(exc).__name__
         try:
             while chunk := sock.recv(65536):
                 received += chunk
+                if _whole(received):
+                    sock.settimeout(SECOND_ANSWER_WAIT)
+        except TimeoutError:
+            if not _whole(received):
+                error = "TimeoutError"
         except OSError as exc:
             error = error or type(exc).__name__
     head, _, body = received.partition(b"\r\n\r\n")
@@ -328,6 +356,22 @@ def exchange(host: str, port: int, case: Case, timeout: float = 20.0, trickle_fo
     return Answer(status, headers, body, received, error)
 
 
+#: Seconds to wait, after a whole answer, for a second one on a connection kept open.
+SECOND_ANSWER_WAIT = 0.5
+
+
+def _whole(received: bytes) -> bool:
+    """An answer's head and its Content-Length of body have arrived."""
+    head, sep, body = received.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            return len(body) >= int(value.strip())
+    return False
+
+
 def problem(case: Case, answer: Answer, lenient: bool = False) -> str | None:
     """What is wrong with the answer to ``case``, or None if it keeps the promise."""
     if case.reset:
@@ -337,14 +381,16 @@ def problem(case: Case, answer: Answer, lenient: bool = False) -> str | None:
     allowed = case.statuses | (case.lenient if lenient else frozenset())
     if answer.status not in allowed:
         return f"status {answer.status}, expected {sorted(allowed)}: {answer.raw[:300]!r}"
-    if answer.raw.count(b"HTTP/1.1 ") + answer.raw.count(b"HTTP/1.0 ") != 1:
+    length = answer.headers.get("content-length")
+    if length is None or not length.isdigit():
+        return f"no Content-Length: {answer.raw[:300]!r}"
+    body, after = answer.body[: int(length)], answer.body[int(length) :]
+    if after:  # another answer on the connection: a request smuggled behind this one
         return f"more than one answer on the connection: {answer.raw[:600]!r}"
     if answer.status < 400:
         return None
     if not answer.headers.get("content-type", "").startswith("application/json"):
         return f"Content-Type {answer.headers.get('content-type')!r}: {answer.raw[:300]!r}"
-    length = answer.headers.get("content-length")
-    body = answer.body[: int(length)] if length and length.isdigit() else answer.body
     try:
         error = json.loads(body)["error"]
     except (ValueError, KeyError, TypeError):
