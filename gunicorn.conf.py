@@ -44,7 +44,9 @@ workers = settings.workers
 threads = settings.threads
 # sync when one thread per worker: measured faster for this CPU-bound app (see bench/);
 # gthread when WORKER_THREADS > 1, e.g. behind a proxy that keeps connections alive.
-worker_class = "gthread" if settings.threads > 1 else "sync"
+# (gunicorn's own workers, whose answers to requests it cannot parse are in the API's JSON
+# error shape: service/workers.py)
+worker_class = "service.workers.ThreadWorker" if settings.threads > 1 else "service.workers.SyncWorker"
 timeout = settings.timeout
 graceful_timeout = settings.graceful_timeout
 keepalive = 5

@@ -9,6 +9,11 @@
     compose_check.py slow URL [--clients 24] [--seconds 12]
         24 clients send their headers, then their body a byte every half second; meanwhile
         GET /healthz through the proxy answers 200 within 2 s, every time
+    compose_check.py hostile URL
+        the HTTP layer's hostile corpus (tests/integration/reliability/http_corpus.py) through
+        the proxy: each a JSON 4xx or a closed connection, never a 5xx or HTML; ready afterwards
+    compose_check.py unavailable URL
+        with every replica stopped: the proxy's own 503 in each route's JSON shape
 
 Each prints what it saw on one or a few lines and exits 1 if a promise is broken. All traffic goes
 to the URL given (the proxy on 127.0.0.1).
@@ -219,6 +224,78 @@ def slow(args: argparse.Namespace) -> int:
     return 1 if bad or worst > HEALTHZ_BOUND else 0
 
 
+def hostile(args: argparse.Namespace) -> int:
+    """The corpus the integration tests send to gunicorn, through the proxy (nginx reads HTTP
+    first: its own refusals must keep the same promise)."""
+    sys.path.insert(0, str(REPO / "tests" / "integration" / "reliability"))
+    from http_corpus import CASES, exchange, problem
+
+    host, port = _host_port(args.url)
+    failed, statuses = [], []
+    for case in CASES:
+        # lenient: nginx takes a bare LF as a line end (RFC 9112 2.2 allows it): a valid request
+        answer = exchange(host, port, case, trickle_for=3.0)
+        statuses.append(f"{case.id}={answer.status or 'closed'}")
+        trouble = problem(case, answer, lenient=True)
+        if trouble is not None:
+            failed.append(f"{case.id}: {trouble}")
+        if answer.status is not None and 400 <= answer.status < 500 and "x-request-id" not in answer.headers:
+            failed.append(f"{case.id}: no X-Request-ID")
+        ready = _get(args.url + "/readyz")
+        if ready != 200:
+            failed.append(f"{case.id}: GET /readyz then answered {ready}")
+    print(f"   {len(CASES)} hostile requests through the proxy: {' '.join(statuses)}")
+    for line in failed:
+        print(f"   FAILED {line}")
+    return 1 if failed else 0
+
+
+def unavailable(args: argparse.Namespace) -> int:
+    """Every replica stopped (by the caller): the proxy's own 503, in each route's shape."""
+    checks = [
+        ("POST", "/predict", lambda e: isinstance(e, dict) and e["status"] == 503),
+        ("POST", "/v2/models/mnist/infer", lambda e: isinstance(e, str)),
+        ("POST", "/v1/models/mnist:predict", lambda e: isinstance(e, str)),
+    ]
+    host, port = _host_port(args.url)
+    failed = []
+    for method, path, shape in checks:
+        conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT)
+        try:
+            conn.request(method, path, body=b"{}", headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            body = response.read()
+            error = json.loads(body)["error"]
+            ok = response.status == 503 and shape(error) and response.getheader("X-Request-ID")
+            print(f"   {method} {path} with no replica: {response.status} {body[:100]!r}")
+            if not ok:
+                failed.append(path)
+        except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
+            failed.append(f"{path}: {type(exc).__name__}")
+        finally:
+            conn.close()
+    return 1 if failed else 0
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parsed = urllib.parse.urlsplit(url)
+    return parsed.hostname or "127.0.0.1", parsed.port or 80
+
+
+def _get(url: str) -> int | str:
+    host, port = _host_port(url)
+    conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT)
+    try:
+        conn.request("GET", urllib.parse.urlsplit(url).path)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except (OSError, http.client.HTTPException) as exc:
+        return type(exc).__name__
+    finally:
+        conn.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="check", required=True)
@@ -240,6 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=24)
     p.add_argument("--seconds", type=float, default=12.0)
     p.set_defaults(run=slow)
+    p = sub.add_parser("hostile", help="the HTTP layer's hostile corpus through the proxy")
+    p.add_argument("url")
+    p.set_defaults(run=hostile)
+    p = sub.add_parser("unavailable", help="no replica: the proxy's own 503 in JSON")
+    p.add_argument("url")
+    p.set_defaults(run=unavailable)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -5,7 +5,8 @@
 # load what it wrote; check the Python packages in each image (exactly its SBOM, made from its lock;
 # none of the test, lint or training-only ones in the API image); check the images' uid against
 # the manifests' runAsUser; bring docker-compose.yml up with podman-compose, three API replicas
-# behind the proxy, and check it from outside (.ci/compose_check.py: every replica serves, slow clients, a replica killed under load)
+# behind the proxy, and check it from outside (.ci/compose_check.py: every replica serves, slow
+# clients, a replica killed under load, the HTTP layer's hostile corpus, the proxy's own errors in JSON)
 # and walk its documented workflow (train -> every replica serves the new model, no restart).
 # Prints each step's wall time.
 #
@@ -348,6 +349,11 @@ compose_up() {
   # what the proxy saw of it (its error log): requests cut or refused, each retried on another replica
   echo "   the proxy's log: $(podman logs "$proxy" 2>&1 | grep -c 'while .*upstream' || true) upstream errors," \
     "e.g. $(podman logs "$proxy" 2>&1 | grep -m1 -o '[a-z()]* failed ([^)]*)[^,]*\|upstream prematurely closed[^,]*' || true)"
+  # the HTTP layer's hostile corpus through the proxy: nginx's own refusals in JSON, never a 5xx
+  "$PYTHON" .ci/compose_check.py hostile "$url"
+  # every replica stopped: the proxy's own 503, in each route's JSON shape
+  pm stop -t 5 $apis >/dev/null
+  "$PYTHON" .ci/compose_check.py unavailable "$url"
   compose_down 20
 }
 

@@ -19,8 +19,9 @@ from typing import Any
 
 import orjson
 from flask import Flask, Response, request
+from gunicorn.http.errors import ParseException
 from marshmallow import ValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,45 @@ class VersionNotFound(ModelNotFound):
     """The model exists but not that version (or that version failed validation)."""
 
     code = "version_not_found"
+
+
+class BodyNotReceived(APIError):
+    """The request's body did not arrive whole: a client error (400), never a 500.
+
+    Raised where the body is read (``service.inputs``), so every protocol answers it in its own
+    shape; logged as one warning line, without a traceback (nothing in the service failed).
+    """
+
+    status = 400
+    code = "body_not_received"
+
+    @classmethod
+    def from_error(cls, exc: BaseException) -> BodyNotReceived:
+        """From what the server's stream raised: gunicorn's parser errors for a chunked body (a
+        bad chunk size, a chunk without its CRLF, a bad trailer), the end of the stream in
+        mid-chunk, a reset or timeout of the connection, werkzeug's ``ClientDisconnected``."""
+        if isinstance(exc, ParseException):
+            what = f"the chunked body is malformed ({type(exc).__name__}: {exc})"
+        elif isinstance(exc, ClientDisconnected | OSError):
+            what = f"the client stopped sending before the end of the body ({type(exc).__name__})"
+        else:
+            what = f"the body could not be read ({type(exc).__name__})"
+        return cls._logged(what)
+
+    @classmethod
+    def cut_short(cls, got: int, expected: int) -> BodyNotReceived:
+        return cls._logged(f"the body ended after {got} of its {expected} bytes (Content-Length)")
+
+    @classmethod
+    def _logged(cls, what: str) -> BodyNotReceived:
+        log.warning("request body not received: %s", what)
+        return cls(f"{what}; send the whole body, framed by Content-Length or valid chunks")
+
+
+#: What reading a request body can raise when the body does not arrive whole (``BodyNotReceived``):
+#: gunicorn's parser errors (chunk size, terminator, extension, trailers), its ``NoMoreData`` (an
+#: OSError) and the socket's own errors, werkzeug's ``ClientDisconnected`` (other servers).
+BODY_ERRORS: tuple[type[BaseException], ...] = (ParseException, OSError, ClientDisconnected)
 
 
 class ImageTooLarge(APIError):
@@ -118,10 +158,12 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
 #: are ``{"error": "<message>"}``. Its blueprint handles its views' errors; routing errors (404,
 #: 405) reach the handlers here before any blueprint is chosen, so these check the path.
 V2_PREFIX = "/v2"
-#: TF Serving's REST protocol's paths: ``/v1/models/<name>[/versions/<v>]:<verb>``.
-TFSERVING_PREFIX = "/v1/models/"
-#: TF Serving's metadata route (``service/tfserving.py``), with or without a version.
-_TFSERVING_METADATA = re.compile(r"/v1/models/[^/]+(?:/versions/[^/]+)?/metadata")
+#: The blueprints whose routes answer ``{"error": "<message>"}``: the Open Inference Protocol's
+#: (``service/v2.py``) and TF Serving's (``service/tfserving.py``).
+PLAIN_BLUEPRINTS = frozenset({"v2", "tfserving"})
+#: TF Serving's routes: ``/v1/models/<name>[/versions/<v>]`` then ``:predict``, ``:explain`` or
+#: ``/metadata``. Only for paths no route matched (404, 405): a matched route's blueprint decides.
+_TFSERVING_PATH = re.compile(r"/v1/models/[^/]+(?:/versions/[^/]+)?(?::predict|:explain|/metadata)")
 
 
 def v2_error_response(status: int, message: str) -> Response:
@@ -168,15 +210,19 @@ def describe_messages(messages: Any, path: str = "") -> str:
 
 
 def is_v2_request() -> bool:
-    """The request speaks the Open Inference Protocol, or TF Serving's REST protocol
-    (``/v1/models/NAME:predict``, ``.../metadata``, ``service/tfserving.py``): both answer
-    ``{"error": "..."}``."""
-    path = request.path
+    """The request's route speaks the Open Inference Protocol or TF Serving's REST protocol,
+    whose errors are ``{"error": "..."}``. The matched route decides: ``GET /v1/models/a:b`` is
+    v1's model-info route, whatever the name holds. Without one (404, 405), the path does."""
+    if request.url_rule is not None:
+        return request.blueprint in PLAIN_BLUEPRINTS
+    return plain_error_path(request.path)
+
+
+def plain_error_path(path: str) -> bool:
+    """The path is one of the routes that answer ``{"error": "..."}``: for paths no route matched."""
     if path == V2_PREFIX or path.startswith(V2_PREFIX + "/"):
         return True
-    if not path.startswith(TFSERVING_PREFIX):
-        return False
-    return ":" in path.rpartition("/")[2] or _TFSERVING_METADATA.fullmatch(path) is not None
+    return _TFSERVING_PATH.fullmatch(path) is not None
 
 
 def _api_error(exc: APIError) -> Response:

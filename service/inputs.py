@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 from collections.abc import Iterable
@@ -19,7 +20,13 @@ from flask import Request
 from numpy.typing import NDArray
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from service.errors import InvalidJSON, RequestValidationError, UnsupportedMediaType
+from service.errors import (
+    BODY_ERRORS,
+    BodyNotReceived,
+    InvalidJSON,
+    RequestValidationError,
+    UnsupportedMediaType,
+)
 from service.images import IMAGE_MIMETYPES
 
 JSON_MIMETYPE = "application/json"
@@ -132,8 +139,18 @@ def request_payload(request: Request) -> Any:
         return loads_json(read_body(request))
     if mimetype == FORM_MIMETYPE:
         _no_query_options(request)
-        payload: dict[str, Any] = request.form.to_dict()
-        files = [f.read() for key in request.files for f in request.files.getlist(key)]
+        # read whole first, as every body is (a multipart parser takes a body cut short for a
+        # form with fewer parts: a 422 instead of the 400 it is), then parsed from memory
+        body = read_body(request)
+        parser = request.make_form_data_parser()
+        _, form, uploads = parser.parse(io.BytesIO(body), mimetype, len(body), request.mimetype_params)
+        payload: dict[str, Any] = form.to_dict()
+        files = []
+        for upload in (f for key in uploads for f in uploads.getlist(key)):
+            try:
+                files.append(upload.read())
+            finally:
+                upload.close()  # (spooled to a temporary file when large)
         if files:
             payload["images"] = files
         return payload
@@ -164,7 +181,8 @@ def _no_query_options(request: Request) -> None:
 
 
 def read_body(request: Request) -> bytes:
-    """The whole body, or 413 if it is over ``MAX_CONTENT_LENGTH`` however it is sent.
+    """The whole body, or 413 if it is over ``MAX_CONTENT_LENGTH`` however it is sent, or 400
+    (``BodyNotReceived``) if it did not arrive whole.
 
     werkzeug refuses a ``Content-Length`` over the limit before reading anything, but a body
     without one (``Transfer-Encoding: chunked``) it reads up to the limit and returns as if that
@@ -173,30 +191,35 @@ def read_body(request: Request) -> bytes:
     Under gunicorn (which ends the stream at ``Content-Length`` itself:
     ``wsgi.input_terminated``), a body with a ``Content-Length`` within the limit is read from
     the server's stream in one call, as werkzeug would, without its stream wrappers, which
-    cost a tenth of a single-image request.
+    cost a tenth of a single-image request. gunicorn returns what it got when the client stops
+    early, so the length is compared.
     """
     request = _unproxied(request)
     environ = request.environ
     limit = request.max_content_length
     length = environ.get("CONTENT_LENGTH")
-    if (
-        length
-        and length.isascii()
-        and length.isdigit()
-        and limit is not None
-        and int(length) <= limit
-        and "wsgi.input_terminated" in environ
-        and "HTTP_TRANSFER_ENCODING" not in environ
-    ):
-        return environ["wsgi.input"].read()  # type: ignore[no-any-return]
-    body = request.get_data(cache=False)
-    if (
-        limit is not None
-        and len(body) >= limit
-        and request.content_length is None
-        and request.environ["wsgi.input"].read(1)
-    ):
-        raise RequestEntityTooLarge(f"the body is over the limit of {limit} bytes")
+    try:
+        if (
+            length
+            and length.isascii()
+            and length.isdigit()
+            and limit is not None
+            and int(length) <= limit
+            and "wsgi.input_terminated" in environ
+            and "HTTP_TRANSFER_ENCODING" not in environ
+        ):
+            body: bytes = environ["wsgi.input"].read()
+            if len(body) != int(length):
+                raise BodyNotReceived.cut_short(len(body), int(length))
+            return body
+        body = request.get_data(cache=False)
+        expected = request.content_length
+        if expected is not None and len(body) != expected:  # (a server that returns what came)
+            raise BodyNotReceived.cut_short(len(body), expected)
+        if limit is not None and len(body) >= limit and expected is None and environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge(f"the body is over the limit of {limit} bytes")
+    except BODY_ERRORS as exc:
+        raise BodyNotReceived.from_error(exc) from None
     return body
 
 

@@ -127,6 +127,17 @@ COMPONENTS: tuple[tuple[str, type[Schema]], ...] = (
 _UNAUTHORIZED = {
     "description": "No bearer token, or not the server's (AUTH_TOKEN); WWW-Authenticate says Bearer"
 }
+#: What the HTTP server (gunicorn, service/workers.py) answers itself, for any path, before the
+#: app: a request it cannot parse, or over its limits. Always in the Error shape (it may not
+#: have read the path, so it cannot know the route's).
+SERVER_ERRORS = {
+    "400": "Malformed HTTP (request line, version, method, header, framing, chunked body), "
+    "answered by the HTTP server before the route when the request cannot be parsed",
+    "414": "Request line over 4,094 bytes (HTTP server, before the route)",
+    "417": "An Expect header other than 100-continue (HTTP server, before the route)",
+    "431": "Over 100 header fields or a field over 8,190 bytes (HTTP server, before the route)",
+    "501": "A Transfer-Encoding the server does not implement (HTTP server, before the route)",
+}
 _RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
@@ -252,6 +263,15 @@ def _operation(
         responses[code] = {"description": description}
         if operation.error is not None:
             responses[code]["content"] = {"application/json": {"schema": operation.error}}
+    # gunicorn's own refusals (service/workers.py), before any route: every operation can get
+    # them, always in the Error shape
+    for code, description in SERVER_ERRORS.items():
+        documented = responses.get(code)
+        if documented is None:
+            responses[code] = {"description": description, "content": _json(schemas.ErrorResponseSchema)}
+        elif operation.error is not None and operation.error is not schemas.ErrorResponseSchema:
+            documented["description"] += f"; or, in the Error shape: {description}"
+            documented["content"] = _json({"oneOf": [operation.error, schemas.ErrorResponseSchema]})
     result: dict[str, Any] = {
         "summary": summary,
         "tags": list(operation.tags),
@@ -272,6 +292,10 @@ def _operation(
     if operation.access != "open":
         responses["401"] = _UNAUTHORIZED
     return result
+
+
+def _json(schema: Any) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
 
 
 def _version_order(version: str) -> tuple[int, int, str]:

@@ -70,6 +70,11 @@ CASES = [
         "unknown-model", {"inputs": [ZERO_ROW]}, "/v1/models/nope/predict", status=404, code="model_not_found"
     ),
     Case("unknown-model-info", "GET", "/v1/models/nope", status=404, code="model_not_found"),
+    # a name holding ":" is still v1's model-info route, not TF Serving's NAME:verb (issue 22)
+    Case("unknown-model-info-colon", "GET", "/v1/models/a:b", status=404, code="model_not_found"),
+    Case(
+        "unknown-model-version-colon", "GET", "/v1/models/a:b/versions/1", status=404, code="model_not_found"
+    ),
     Case("unknown-route", "GET", "/v1/everything", status=404, code="not_found"),
     Case("wrong-method-get-predict", "GET", "/predict", status=405, code="method_not_allowed"),
     Case("wrong-method-post-models", "POST", "/v1/models", b"{}", JSON, 405, "method_not_allowed"),

@@ -4,7 +4,9 @@ the only way in, caps bodies where the API does, and the API replicas publish no
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 import yaml
 from deploy_testkit import DEPLOY, REPO
@@ -64,7 +66,7 @@ def test_the_proxy_buffers_requests_and_balances_by_name() -> None:
     # resolved at request time (a variable), so replicas added or gone are seen
     assert "resolver @RESOLVER@" in TEMPLATE
     assert "set $api @UPSTREAM@;" in TEMPLATE
-    assert TEMPLATE.count("proxy_pass http://$api;") == 2
+    assert TEMPLATE.count("proxy_pass http://$api;") == 3  # /, /v2/ and TF Serving's routes
     assert SERVICES["proxy"]["environment"]["UPSTREAM"] == "api:8000"
     assert "proxy_set_header X-Request-ID $req_id;" in TEMPLATE
     # a new connection to a replica per request: TIME_WAIT ports are reused, not searched for
@@ -100,3 +102,78 @@ def test_every_post_route_is_safe_to_retry(app: Flask) -> None:
     posts = {rule.endpoint for rule in app.url_map.iter_rules() if "POST" in (rule.methods or ())}
     assert posts <= RETRY_SAFE_POSTS, posts - RETRY_SAFE_POSTS
     assert "non_idempotent" in TEMPLATE
+
+
+#: nginx's own error statuses (issue 22) and the status each is answered with: parse errors before
+#: any location, and the errors of a proxied request (a client's error is never a 5xx).
+PARSE_ERRORS = {"400": 400, "501": 400, "505": 400, "408": 408, "414": 414, "494": 431}
+PROXY_OWN_ERRORS = {
+    "400": 400,
+    "501": 400,
+    "505": 400,
+    "408": 408,
+    "413": 413,
+    "502": 503,
+    "503": 503,
+    "504": 504,
+}
+
+
+def _answers() -> dict[str, tuple[int, object]]:
+    """``location @name`` or ``location = /uri`` ``{ ... return STATUS 'BODY'; }`` -> (status,
+    parsed body)."""
+    found = re.findall(r"location (?:= )?(@\w+|/[\w/]+) \{[^}]*?return (\d+) '([^']*)';", TEMPLATE)
+    return {
+        name: (int(status), json.loads(body.replace("@MAX_REQUEST_BYTES@", "16777216")))
+        for name, status, body in found
+    }
+
+
+def _error_pages(block: str) -> dict[str, tuple[int | None, str]]:
+    """``error_page CODES [=STATUS] TARGET;`` -> code: (STATUS or None, TARGET)."""
+    pages = {}
+    for codes, status, target in re.findall(r"error_page ([\d ]+?) (?:=(\d+) )?(\S+);", block):
+        pages.update(dict.fromkeys(codes.split(), (int(status) if status else None, target)))
+    return pages
+
+
+def _sent(code: str, page: tuple[int | None, str], answers: dict[str, tuple[int, object]]) -> tuple[int, Any]:
+    """What nginx sends: the error's own status unless error_page says ``=STATUS``, and the body."""
+    override, target = page
+    return override or int(code), answers[target][1]
+
+
+def test_the_proxys_own_errors_are_json_in_each_routes_shape() -> None:
+    """Every error nginx writes itself goes through error_page to a JSON answer whose body says
+    the status it is sent with: before any location (parse errors: the Error shape, from a URI:
+    a bad request line has none for a named location), and in each proxied location in its
+    routes' shape (the Open Inference Protocol's and TF Serving's: {"error": "..."}). A client's
+    error is never a 5xx (501, 505: 400). .ci/compose_check.py hostile sends them through a live
+    proxy."""
+    answers = _answers()
+    server_level = TEMPLATE[TEMPLATE.index("server {") : TEMPLATE.index("location / {")]
+    for code, status in PARSE_ERRORS.items():
+        page = _error_pages(server_level)[code]
+        assert page[1].startswith("/_proxy/errors/"), code
+        sent, body = _sent(code, page, answers)
+        assert sent == status and body["error"]["status"] == status, code
+        assert body["error"]["code"] and body["error"]["message"]
+    blocks = re.findall(r"^        location ([^@={][^{]*)\{(.*?)\n        \}", TEMPLATE, flags=re.S | re.M)
+    proxied = {where.strip(): block for where, block in blocks if "proxy_pass" in block}
+    assert set(proxied) == {
+        "/",
+        "/v2/",
+        '~ "^/v1/models/[^/]+(/versions/[^/]+)?(:predict|:explain|/metadata)$"',
+    }
+    for where, block in proxied.items():
+        pages = _error_pages(block)
+        for code, status in PROXY_OWN_ERRORS.items():
+            sent, body = _sent(code, pages[code], answers)
+            assert sent == status, (where, code)
+            if where == "/":
+                assert body["error"]["status"] == status and body["error"]["code"], (where, code)
+            else:
+                assert isinstance(body["error"], str) and body["error"], (where, code)
+    assert (
+        TEMPLATE.count("add_header X-Request-ID $req_id always;") == len(answers) - 1
+    )  # not /_proxy/healthz

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import jsonschema
 import pytest
 from error_contract import CASES, Case, assert_error_shape
 from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.exceptions import InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from service.errors import APIError, StartupError, error_response
 
@@ -99,3 +101,39 @@ def test_error_response_writes_integer_keys() -> None:
 
 def test_startup_error_is_not_an_api_error() -> None:
     assert not issubclass(StartupError, APIError)
+
+
+#: Errors of the protocols that answer {"error": "..."}, beside the v1 contract above.
+_JSON = {"Content-Type": "application/json"}
+PLAIN_CASES = [
+    Case("v2-unknown-model", "GET", "/v2/models/nope", status=404),
+    Case("v2-malformed", "POST", "/v2/models/mnist/infer", b"{", _JSON, 400),
+    Case("tfserving-unknown-model", "POST", "/v1/models/nope:predict", b'{"instances": []}', _JSON, 404),
+    Case("tfserving-malformed", "POST", "/v1/models/mnist:predict", b"{", _JSON, 400),
+    Case("tfserving-explain-bad", "POST", "/v1/models/mnist:explain", b'{"instances": "x"}', _JSON, 400),
+    Case("tfserving-metadata-unknown", "GET", "/v1/models/nope/metadata", status=404),
+    Case("tfserving-metadata-colon", "GET", "/v1/models/mnist/versions/a:b/metadata", status=404),
+]
+_RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+@pytest.mark.parametrize("case", CASES + PLAIN_CASES, ids=[c.id for c in CASES + PLAIN_CASES])
+def test_each_error_matches_the_schema_the_document_gives_it(
+    client: FlaskClient, app: Flask, case: Case
+) -> None:
+    """One shape per route (issue 22): every error answer of a documented route has a status its
+    operation lists, and a body that validates against that response's schema. (Routes that
+    are not served, 404 and 405, have no operation.)"""
+    document = client.get("/openapi.json").get_json()
+    response = client.open(case.path, method=case.method, data=case.body, headers=case.headers)
+    status = case.status
+    assert response.status_code == status, response.get_data()
+    try:
+        rule, _ = app.url_map.bind("localhost").match(case.path, method=case.method, return_rule=True)
+    except HTTPException:
+        return  # not a route: nothing documents it
+    rule_path = _RULE_ARGUMENT.sub(r"{\1}", rule.rule)  # type: ignore[union-attr]
+    documented = document["paths"][rule_path][case.method.lower()]["responses"]
+    assert str(status) in documented, (rule_path, status, sorted(documented))
+    schema = documented[str(status)]["content"]["application/json"]["schema"]
+    jsonschema.validate(response.get_json(), {**schema, "components": document["components"]})

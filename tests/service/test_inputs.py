@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 import pytest
 from flask import Flask, request
+from flask.testing import FlaskClient
+from gunicorn.http.errors import ChunkMissingTerminator, InvalidChunkSize, NoMoreData
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from service.errors import InvalidJSON, UnsupportedMediaType
+from service.errors import BodyNotReceived, InvalidJSON, UnsupportedMediaType
 from service.inputs import JsonArray, loads_json, read_body, request_payload
 
 
@@ -153,3 +156,65 @@ def test_the_body_is_read_whole_and_a_body_over_the_limit_is_413(bare_app: Flask
     )
     with too_long, pytest.raises(RequestEntityTooLarge):
         read_body(request)
+
+
+@pytest.mark.parametrize("terminated", [False, True], ids=["werkzeug", "server-terminated"])
+def test_a_body_shorter_than_its_content_length_is_a_400_and_one_warning(
+    bare_app: Flask, terminated: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client stopped early: 400 ``body_not_received``, logged as a warning, no traceback."""
+    extra = {"CONTENT_LENGTH": "100", **({"wsgi.input_terminated": True} if terminated else {})}
+    context = bare_app.test_request_context("/", method="POST", data=b"x" * 10, environ_overrides=extra)
+    with context, pytest.raises(BodyNotReceived) as raised:
+        read_body(request)
+    assert (raised.value.status, raised.value.code) == (400, "body_not_received")
+    warnings = [r for r in caplog.records if r.name == "service.errors"]
+    assert [r.levelname for r in warnings] == ["WARNING"] and warnings[0].exc_info is None
+
+
+class _BrokenStream(io.RawIOBase):
+    """A server's input stream that fails as gunicorn's does on a malformed chunked body."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        InvalidChunkSize(b"ZZ"),
+        ChunkMissingTerminator(b"XX"),
+        NoMoreData(b""),
+        ConnectionResetError(104, "reset"),
+    ],
+    ids=["chunk-size", "chunk-terminator", "no-more-data", "reset"],
+)
+@pytest.mark.parametrize(
+    "path,shape",
+    [("/predict", "v1"), ("/v2/models/mnist/infer", "plain"), ("/v1/models/mnist:predict", "plain")],
+    ids=["v1", "v2", "tfserving"],
+)
+def test_every_protocol_answers_a_body_that_did_not_arrive_with_its_400(
+    client: FlaskClient, error: BaseException, path: str, shape: str
+) -> None:
+    """Where the body is read, once for every protocol: each route's own shape."""
+    for content_type in (
+        ("application/json", "multipart/form-data; boundary=b") if shape == "v1" else ("application/json",)
+    ):
+        answer = client.post(
+            path,
+            headers={"Content-Type": content_type, "Transfer-Encoding": "chunked"},
+            environ_overrides={"wsgi.input": _BrokenStream(error), "wsgi.input_terminated": True},
+        )
+        assert answer.status_code == 400, answer.get_data()
+        body = answer.get_json()["error"]
+        if shape == "v1":
+            assert body["code"] == "body_not_received" and body["status"] == 400
+        else:
+            assert isinstance(body, str) and "body" in body

@@ -13,12 +13,13 @@ from flask.testing import FlaskClient
 from service_testkit import TEST_MAX_BATCH
 
 from service import create_app
-from service.openapi import UndocumentedRoute, build_openapi
+from service.openapi import SERVER_ERRORS, UndocumentedRoute, build_openapi
 from service.routes import access_of, is_document, route
 from service.settings import Settings
 from service.state import EXTENSION, ServiceState
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
+ERROR = "#/components/schemas/Error"
 
 
 def document(app: Flask) -> dict[str, Any]:
@@ -152,17 +153,42 @@ def test_every_open_inference_protocol_route_is_documented_with_its_errors(app: 
     for path, method in v2_paths:
         operation = spec["paths"][path][method]
         errors = {
-            code: response["content"]["application/json"]["schema"]["$ref"]
+            code: response["content"]["application/json"]["schema"]
             for code, response in operation["responses"].items()
             if code.startswith("4") and code != "401" and path != "/v2/health/ready"
         }
-        assert all(ref.endswith("/V2Error") for ref in errors.values()), (path, errors)
+        for code, schema in errors.items():
+            if code in SERVER_ERRORS:  # the app's, or the HTTP server's own in the Error shape
+                refs = [one["$ref"] for one in schema["oneOf"]] if "oneOf" in schema else [schema["$ref"]]
+                assert refs in (["#/components/schemas/V2Error", ERROR], [ERROR]), (path, code, schema)
+            else:
+                assert schema["$ref"].endswith("/V2Error"), (path, code, schema)
     infer = spec["paths"]["/v2/models/{name}/infer"]["post"]
     assert set(infer["requestBody"]["content"]) == {"application/json", "application/octet-stream"}
     assert "Inference-Header-Content-Length" in [p["name"] for p in infer["parameters"]]
     schemas = spec["components"]["schemas"]
     assert schemas["V2RequestInput"]["properties"]["datatype"]["enum"][:2] == ["BOOL", "UINT8"]
     assert schemas["V2InferenceRequest"]["required"] == ["inputs"]
+
+
+def test_every_operation_lists_the_http_servers_own_refusals(app: Flask) -> None:
+    """gunicorn answers 400, 414, 417, 431 and 501 itself, before any route, in the Error shape
+    (service/workers.py): every operation can get them, and says so."""
+    spec = document(app)
+    for path, method in served(app):
+        responses = spec["paths"][path][method]["responses"]
+        for code in SERVER_ERRORS:
+            schema = responses[code]["content"]["application/json"]["schema"]
+            assert ERROR in [schema.get("$ref"), *(one["$ref"] for one in schema.get("oneOf", ()))], (
+                path,
+                method,
+                code,
+            )
+    tfserving = spec["paths"]["/v1/models/{name}:predict"]["post"]["responses"]["400"]["content"]
+    assert [one["$ref"] for one in tfserving["application/json"]["schema"]["oneOf"]] == [
+        "#/components/schemas/TFError",
+        ERROR,
+    ]
 
 
 def test_security_in_the_document_is_the_routes_declared_access(app: Flask) -> None:

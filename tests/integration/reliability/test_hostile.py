@@ -524,13 +524,14 @@ def test_a_100_mb_body_is_refused_without_being_read(server: Server, chunked: bo
 
 def test_a_body_shorter_than_its_content_length_is_a_400(server: Server) -> None:
     """The client says 10,000 bytes, sends 100 and stops (half-close): the worker sees the end
-    of the stream and answers 400 (the body is not JSON) at once."""
+    of the stream and answers 400 at once (body_not_received)."""
     head = http_head(
         "POST", "/predict", {**AUTH, "Content-Type": "application/json", "Content-Length": "10000"}
     )
     started = time.monotonic()
     answer = raw_exchange(server.port, head, iter([b'{"inputs": [[' + b"0," * 40]))
     assert answer.status == 400, answer
+    assert json.loads(answer.body)["error"]["code"] == "body_not_received"
     assert time.monotonic() - started < TIMEOUT
     still_answers(server)
 
@@ -559,10 +560,12 @@ def test_a_body_longer_than_its_content_length_is_cut_there(server: Server) -> N
     ids=["length-and-chunked", "negative-length", "float-length", "gzip-chunked", "te-identity"],
 )
 def test_framing_that_could_smuggle_a_request_is_refused(server: Server, headers: dict[str, str]) -> None:
-    """Requests a proxy and gunicorn could split differently are refused by gunicorn (400/501)."""
+    """Requests a proxy and gunicorn could split differently are refused by gunicorn (400/501),
+    in the JSON error shape (the whole HTTP-layer corpus: test_http_corpus.py)."""
     head = http_head("POST", "/predict", {**AUTH, "Content-Type": "application/json", **headers})
     answer = raw_exchange(server.port, head, iter([b"0\r\n\r\n"]))
     assert answer.status is not None and 400 <= answer.status < 502, answer
+    assert json.loads(answer.body)["error"]
     still_answers(server)
 
 
@@ -577,14 +580,15 @@ def test_two_content_lengths_are_refused(server: Server) -> None:
 
 def test_oversized_headers_are_refused(server: Server) -> None:
     """gunicorn's limits: request line 4094 bytes, 100 header fields, 8190 bytes each. gunicorn
-    answers these itself, before the app: with its HTML error page, not the JSON error shape."""
-    for head in (
-        b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n",
-        b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 200 + b"\r\n",
+    answers these itself, before the app, in the JSON error shape (service/workers.py)."""
+    for head, status in (
+        (b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n", 431),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 200 + b"\r\n", 431),
     ):
         answer = raw_exchange(server.port, head)
-        assert answer.status in (400, 414, 431), answer  # gunicorn's own (HTML) answers
+        assert answer.status == status, answer
+        assert json.loads(answer.body)["error"]["status"] == status
     still_answers(server)
 
 
