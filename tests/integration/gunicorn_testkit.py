@@ -57,7 +57,7 @@ def wait_ready(proc: subprocess.Popen[bytes], log: Path) -> str:
             try:
                 if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
                     return url
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not yet, or a loaded machine
                 pass
         time.sleep(0.1)
     pytest.fail(f"gunicorn not ready after {START_TIMEOUT}s:\n{log.read_text()}")
