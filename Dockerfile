@@ -138,7 +138,7 @@ ENV LANG=C.UTF-8 \
 ARG APP_UID
 RUN groupadd --gid "${APP_UID}" app \
     && useradd --uid "${APP_UID}" --gid app --create-home --home-dir /home/app --shell /usr/sbin/nologin app \
-    && install -d -o app -g app /app/models
+    && install -d -o app -g app /app/models /feedback
 LABEL org.opencontainers.image.licenses="MIT"
 WORKDIR /app
 

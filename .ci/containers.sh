@@ -344,6 +344,17 @@ compose_up() {
     sleep 0.25
   done
   echo "   after training, without a restart ($tries checks): $models"
+  # the feedback loop's volume: a correction sent through the proxy is stored by a replica (as
+  # the image's user) in the "feedback" volume, where the train service reads it (read-only)
+  answer=$(curl -s --noproxy '*' -m 10 -w ' %{http_code}' -F image=@examples/digit-7.png -F label=2 \
+    "$url/v1/models/mnist/feedback")
+  [ "${answer##* }" = 201 ] || { echo "   feedback: $answer"; return 1; }
+  local stored
+  stored=$(timeout 60 podman run --rm --entrypoint find -v "${RUN_ID}_feedback:/feedback:ro" "$TRAIN_IMG" \
+    /feedback/mnist -type f)
+  [ "$stored" = "/feedback/mnist/2/$(sha256sum examples/digit-7.png | cut -d' ' -f1).png" ] \
+    || { echo "   the train image sees in the feedback volume: '$stored'"; return 1; }
+  echo "   a correction through the proxy: stored in the feedback volume, seen by train ($stored)"
   # one replica SIGKILLed while 4 clients send: at most 4 requests lost, then none
   "$PYTHON" .ci/compose_check.py kill "$url" --container "$(head -1 <<<"$apis")" --clients 4
   # what the proxy saw of it (its error log): requests cut or refused, each retried on another replica

@@ -12,6 +12,7 @@ from service.auth import register_auth
 from service.cors import register_cors
 from service.demo import demo
 from service.errors import StartupError, register_error_handlers
+from service.feedback import register_feedback
 from service.metrics import register_metrics
 from service.reload import load_models, register_reload
 from service.settings import Settings
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, *, strict: bool = True) -> Flas
     register_error_handlers(app)
     register_views(app, settings)
     app.register_blueprint(demo)
+    register_feedback(app, settings)
     register_reload(app)
     register_v2(app)
     register_tfserving(app)

@@ -102,6 +102,12 @@ MODEL_LOAD_FAILURES = Counter(
     "Model files that failed validation (and did not replace a serving model), by model",
     ("model",),
 )
+FEEDBACK = Counter(
+    "digits_feedback_corrections",
+    "Corrections received (POST .../feedback), by model, the class predicted (what the client "
+    "says it was shown, else the model's answer) and the label: a live confusion matrix",
+    ("model", "predicted", "label"),
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -299,6 +305,13 @@ def count_predictions(
                 histogram[1 + bucket] += count
 
 
+def count_feedback(model_name: str, pairs: Iterable[tuple[str, str]]) -> None:
+    """Count corrections, each a (predicted, label) pair of class names. Written at once: a
+    correction is rare, and worth more than the few microseconds a write costs."""
+    for predicted, label in pairs:
+        _child(FEEDBACK, model_name, predicted, label).inc()
+
+
 def count_model_load(model_name: str, ok: bool = True) -> None:
     _child(MODEL_LOADS if ok else MODEL_LOAD_FAILURES, model_name).inc()
 
@@ -308,7 +321,7 @@ def count_model_load(model_name: str, ok: bool = True) -> None:
     "/metrics",
     summary="Prometheus metrics, summed over every worker: requests by route, model and status, "
     "latency histograms, in-flight requests, predictions by class, the confidence (top probability) "
-    "of each answer, model loads and load failures.",
+    "of each answer, corrections by (predicted, label), model loads and load failures.",
     tags=("metrics",),
     access="open",
     response_content={"text/plain": {"schema": {"type": "string"}}},

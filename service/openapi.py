@@ -25,6 +25,7 @@ from service import schemas, v2
 from service.dataplane import InputSpec
 from service.demo import PreprocessResponseSchema
 from service.errors import StartupError
+from service.feedback import ClassLabel, ClassLabels, FeedbackRequestSchema, FeedbackResponseSchema
 from service.routes import Operation, is_document, operation_of
 from service.state import ServiceState
 
@@ -51,6 +52,9 @@ def _custom_fields(spec: InputSpec) -> Callable[..., dict[str, Any]]:
     if one_input:
         batch["example"] = [[0.0] * math.prod(spec.accepted_shapes[0])]
     top = max((spec.num_classes or 2) - 1, 0)
+    _class = {
+        "oneOf": [{"type": "integer", "minimum": 0, "maximum": top}, {"type": "string", "minLength": 1}]
+    }
     size = spec.input_size or 1
     described: dict[type[fields.Field], dict[str, Any]] = {
         schemas.PixelBatch: batch,
@@ -71,6 +75,13 @@ def _custom_fields(spec: InputSpec) -> Callable[..., dict[str, Any]]:
             ],
         },
         schemas.ImageData: {"type": "string", "format": "byte"},
+        ClassLabels: {
+            "oneOf": [
+                {"type": "array", "minItems": 1, "items": _class},
+                {"type": "string", "example": "3,1,4"},
+            ],
+        },
+        ClassLabel: _class,
         v2.Shape: {
             "type": "array",
             "items": {"type": "integer", "minimum": 0},
@@ -106,6 +117,8 @@ COMPONENTS: tuple[tuple[str, type[Schema]], ...] = (
     ("LossResponse", schemas.LossResponseSchema),
     ("AccuracyResponse", schemas.AccuracyResponseSchema),
     ("PreprocessResponse", PreprocessResponseSchema),
+    ("FeedbackRequest", FeedbackRequestSchema),
+    ("FeedbackResponse", FeedbackResponseSchema),
     ("ModelInfo", schemas.ModelInfoSchema),
     ("ModelList", schemas.ModelListResponseSchema),
     ("Status", schemas.StatusResponseSchema),
@@ -218,7 +231,7 @@ def build_openapi(app: Flask, state: ServiceState) -> dict[str, Any]:
                 },
             )
     document = spec.to_dict()
-    for name in ("PredictRequest", "LossRequest", "AccuracyRequest", "ExplainRequest"):
+    for name in ("PredictRequest", "LossRequest", "AccuracyRequest", "ExplainRequest", "FeedbackRequest"):
         # exactly one source of inputs (schemas.PredictRequestSchema._check_batch), which
         # marshmallow says in a validator that apispec cannot see
         document["components"]["schemas"][name]["oneOf"] = [
@@ -256,10 +269,10 @@ def _operation(
         ok["headers"] = dict(operation.response_headers)
     if operation.links:
         ok["links"] = dict(operation.links)
-    responses: dict[str, Any] = {"200": ok}
+    responses: dict[str, Any] = {str(operation.status): ok}
     for code, description in operation.errors.items():
-        if code == "404" and not parameters:
-            continue  # no model named in the path: nothing to be unknown
+        if code == "404" and not parameters and description.startswith("Unknown model"):
+            continue  # no model named in the path: nothing to be unknown (feedback's other 404 stays)
         responses[code] = {"description": description}
         if operation.error is not None:
             responses[code]["content"] = {"application/json": {"schema": operation.error}}

@@ -49,7 +49,9 @@ class Operation:
     #: The JSON body's schema, and any other media types the body may have.
     request: type[Schema] | None = None
     request_content: Mapping[str, Any] = field(default_factory=dict)
-    #: The 200 answer: a JSON schema, or other media types.
+    #: The status of a success (201 for a route that stores what it is sent).
+    status: int = 200
+    #: The success answer: a JSON schema, or other media types.
     response: type[Schema] | None = None
     response_content: Mapping[str, Any] = field(default_factory=dict)
     response_headers: Mapping[str, Any] = field(default_factory=dict)

@@ -483,6 +483,10 @@ class ModelInfoSchema(Schema):
 
 class ModelListResponseSchema(Schema):
     default_model = fields.String(required=True)
+    feedback = fields.Boolean(
+        required=True,
+        metadata={"description": "POST /v1/models/{name}/feedback stores corrections (FEEDBACK_DIR is set)."},
+    )
     models = fields.List(fields.Nested(ModelInfoSchema), required=True)
 
 

@@ -39,6 +39,9 @@ ENV_NAMES = {
     "auth_token": "AUTH_TOKEN",
     "auth_token_file": "AUTH_TOKEN_FILE",
     "cors_origins": "CORS_ORIGINS",
+    "feedback_dir": "FEEDBACK_DIR",
+    "feedback_max_files": "FEEDBACK_MAX_FILES",
+    "feedback_max_bytes": "FEEDBACK_MAX_BYTES",
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -86,6 +89,11 @@ class Settings:
     auth_token_file: Path | None = None
     #: Origins whose pages may call the API from a browser (CORS), or "*" for any; empty: off.
     cors_origins: tuple[str, ...] = ()
+    #: Where ``POST .../feedback`` stores corrections (``service/feedback_store.py``); None: off.
+    feedback_dir: Path | None = None
+    #: The quota of that directory, over every model: image files, and their bytes.
+    feedback_max_files: int = 100_000
+    feedback_max_bytes: int = 1024 * MIB
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_dir", Path(self.model_dir))
@@ -105,6 +113,8 @@ class Settings:
             "max_batch_size",
             "max_request_bytes",
             "max_image_pixels",
+            "feedback_max_files",
+            "feedback_max_bytes",
         ):
             value = getattr(self, name)
             if value < 1:
@@ -115,6 +125,10 @@ class Settings:
             )
         if self.auth_token_file is not None:
             object.__setattr__(self, "auth_token_file", Path(self.auth_token_file))
+        if self.feedback_dir is not None:
+            object.__setattr__(self, "feedback_dir", Path(self.feedback_dir))
+            if self.feedback_dir.exists() and not self.feedback_dir.is_dir():
+                raise SettingsError(f"FEEDBACK_DIR {self.feedback_dir} is not a directory")
         object.__setattr__(self, "cors_origins", tuple(map(_origin, self.cors_origins)))
         _ = self.token  # read and checked now: a bad token stops start-up, not a request
 

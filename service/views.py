@@ -360,6 +360,7 @@ def list_models() -> Response:
     return json_response(
         {
             "default_model": state.default_name,
+            "feedback": state.settings.feedback_dir is not None,
             "models": [
                 {**endpoint.model.info, "versions": list(state.models[name])}
                 for name, endpoint in state.serving().items()

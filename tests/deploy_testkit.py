@@ -77,13 +77,15 @@ def environment(docs: tuple[Doc, ...], spec: Doc) -> dict[str, str]:
 
 
 def pod_specs(docs: tuple[Doc, ...]) -> Iterator[tuple[str, Doc]]:
-    """(what, pod spec) for every workload in the render: Deployments' and Jobs' pod templates,
+    """(what, pod spec) for every workload in the render: Deployments', Jobs' and CronJobs' pod templates,
     and the pods KServe makes (the InferenceService predictor's pod-level fields, its
     ServingRuntime's containers)."""
     for doc in docs:
         name = f"{doc['kind']}/{doc['metadata']['name']}"
         if doc["kind"] in ("Deployment", "Job"):
             yield name, doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "CronJob":
+            yield name, doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
         elif doc["kind"] == "InferenceService":
             runtime = one(docs, "ServingRuntime", doc["spec"]["predictor"]["model"]["runtime"])
             yield name, {**doc["spec"]["predictor"], "containers": runtime["spec"]["containers"]}

@@ -225,6 +225,17 @@ CASES = [
     _post_json(
         "unknown-loss", {"inputs": _two_rows, "labels": [1, 2], "loss": "hinge"}, "/loss", detail="loss"
     ),
+    # --- feedback, on a server without FEEDBACK_DIR ---
+    Case("feedback-off", "POST", "/feedback?label=7", _png(), PNG, 404, "feedback_disabled"),
+    Case(
+        "feedback-off-model",
+        "POST",
+        "/v1/models/mnist/feedback?label=7",
+        _png(),
+        PNG,
+        404,
+        "feedback_disabled",
+    ),
     # --- explain's options, and its heatmap ---
     _post_json(
         "explain-unknown-method", {"inputs": _two_rows, "method": "lime"}, "/explain", detail="method"

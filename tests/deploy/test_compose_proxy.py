@@ -81,7 +81,9 @@ def test_both_run_read_only_with_a_tmpfs() -> None:
 
 
 #: POST routes that the proxy and the Ingress may send twice (to a second replica, when the first
-#: failed or went away mid-request): each is a pure function of its body, or idempotent (reload).
+#: failed or went away mid-request): each is a pure function of its body, or idempotent (reload;
+#: feedback: its images are stored by content hash, so a second delivery stores nothing new and
+#: is recorded as a duplicate).
 RETRY_SAFE_POSTS = {
     "admin.reload_models",
     "api.accuracy",
@@ -89,6 +91,7 @@ RETRY_SAFE_POSTS = {
     "api.loss",
     "api.predict",
     "demo.preprocess",
+    "feedback.post_feedback",
     "tfserving.explain",
     "tfserving.predict",
     "v2.infer",
@@ -177,3 +180,16 @@ def test_the_proxys_own_errors_are_json_in_each_routes_shape() -> None:
     assert (
         TEMPLATE.count("add_header X-Request-ID $req_id always;") == len(answers) - 1
     )  # not /_proxy/healthz
+
+
+def test_the_feedback_volume_is_written_by_api_and_read_by_train() -> None:
+    """The loop in compose: corrections land in the "feedback" volume through `api`, and `train`
+    reads them (read-only) with --images; the images create its mount point owned by their
+    user, so a new named volume there is writable by the API."""
+    feedback_dir = _default(SERVICES["api"]["environment"]["FEEDBACK_DIR"])
+    assert f"feedback:{feedback_dir}" in SERVICES["api"]["volumes"]
+    assert f"feedback:{feedback_dir}:ro" in SERVICES["train"]["volumes"]
+    assert "feedback" in COMPOSE["volumes"]
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(rf"install -d -o app -g app .*{re.escape(feedback_dir)}\b", dockerfile)
+    Settings(feedback_dir=feedback_dir)  # a valid setting

@@ -308,7 +308,7 @@ def test_the_proxy_image_runs_as_a_numeric_non_root_user() -> None:
 # --- training -------------------------------------------------------------------------------
 def test_the_training_job_publishes_into_the_shared_volume() -> None:
     docs = render(TRAIN)
-    assert kinds(docs) == {"Job"}
+    assert kinds(docs) == {"Job", "CronJob"}
     job = one(docs, "Job", "digits-train")
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
@@ -322,7 +322,7 @@ def test_the_training_job_publishes_into_the_shared_volume() -> None:
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
     assert (
         volume["persistentVolumeClaim"]["claimName"]
-        == one(render(BASE), "PersistentVolumeClaim")["metadata"]["name"]
+        == one(render(BASE), "PersistentVolumeClaim", "digits-models")["metadata"]["name"]
     )
     assert job["metadata"].get("namespace") == one(render(BASE), "Deployment")["metadata"]["namespace"]
 
@@ -350,8 +350,72 @@ def test_the_finetune_job_reads_images_read_only_and_publishes_a_new_name() -> N
     assert (
         claims[mounts[option["--images"]]["name"]] == one(docs, "PersistentVolumeClaim")["metadata"]["name"]
     )
-    assert claims["models"] == one(render(BASE), "PersistentVolumeClaim")["metadata"]["name"]
+    assert claims["models"] == one(render(BASE), "PersistentVolumeClaim", "digits-models")["metadata"]["name"]
     assert option["--replay"] == "mnist" and Path(option["--publish"]).name != "mnist"
+
+
+def _mounted(pod: Doc, container: Doc, path: Path) -> tuple[Doc, Doc]:
+    """(the mount holding ``path``, its volume) of a container."""
+    mount = max(
+        (m for m in container["volumeMounts"] if path.is_relative_to(m["mountPath"])),
+        key=lambda m: len(m["mountPath"]),
+    )
+    return mount, next(v for v in pod["volumes"] if v["name"] == mount["name"])
+
+
+def test_the_feedback_volume_is_written_by_the_api_and_read_by_the_nightly_finetune() -> None:
+    docs = render(BASE)
+    pvc = one(docs, "PersistentVolumeClaim", "digits-feedback")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]  # every replica writes
+    api = api_deployment_container(docs)
+    env = environment(docs, api)
+    feedback_dir = Path(env["FEEDBACK_DIR"])
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    mount, volume = _mounted(pod, api, feedback_dir)
+    assert Path(mount["mountPath"]) == feedback_dir and not mount.get("readOnly", False)
+    assert volume["persistentVolumeClaim"]["claimName"] == "digits-feedback"
+    settings = Settings(
+        feedback_dir=feedback_dir,
+        feedback_max_files=int(env["FEEDBACK_MAX_FILES"]),
+        feedback_max_bytes=int(env["FEEDBACK_MAX_BYTES"]),
+    )
+    # the quota says "full" (507) before the volume does (503)
+    assert settings.feedback_max_bytes < quantity_bytes(
+        pvc["spec"]["resources"]["requests"]["storage"][:-2] + "g"
+    )
+
+    kserve_pod = {**one(render(KSERVE), "ServingRuntime")["spec"]}
+    kserve_mount, kserve_volume = _mounted(kserve_pod, kserve_container(render(KSERVE)), feedback_dir)
+    assert Path(kserve_mount["mountPath"]) == feedback_dir
+    assert kserve_volume["persistentVolumeClaim"]["claimName"] == "digits-feedback"
+
+    train_docs = render(TRAIN)
+    cron = one(train_docs, "CronJob", "digits-finetune")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"  # one publisher at a time
+    assert cron["metadata"]["namespace"] == one(docs, "Deployment")["metadata"]["namespace"]
+    job_pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert job_pod["restartPolicy"] == "Never"
+    (train,) = job_pod["containers"]
+    assert train["image"].startswith("digits-serving-train:")
+    args = train["args"]
+
+    def value(flag: str) -> str:
+        return str(args[args.index(flag) + 1])
+
+    assert args[0] == "train"
+    images = Path(value("--images"))
+    assert images == feedback_dir / env["DEFAULT_MODEL"]  # the corrections of the default model
+    mount, volume = _mounted(job_pod, train, images)
+    assert mount["readOnly"] is True and volume["persistentVolumeClaim"]["readOnly"] is True
+    assert volume["persistentVolumeClaim"]["claimName"] == "digits-feedback"
+    models = one(docs, "PersistentVolumeClaim", "digits-models")["metadata"]["name"]
+    for flag in ("--init-from", "--publish"):
+        mount, volume = _mounted(job_pod, train, Path(value(flag)))
+        assert volume["persistentVolumeClaim"]["claimName"] == models, flag
+    assert not _mounted(job_pod, train, Path(value("--publish")))[0].get("readOnly", False)
+    assert value("--init-from") == "/app/models/mnist.npz"
+    assert (value("--replay"), value("--seed")) == ("mnist", "0")
+    assert "--publish-if-better" in args  # the evaluation gate (built in training after issue 18)
 
 
 # --- KServe -------------------------------------------------------------------------------

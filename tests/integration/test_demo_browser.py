@@ -11,8 +11,10 @@ module is skipped, saying which is missing, where they are not installed.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import io
+import json
 import os
 import re
 import shutil
@@ -88,6 +90,31 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     try:
         yield wait_ready(process, log) + "/"
+    finally:
+        stop(process)
+
+
+FEEDBACK_TOKEN = "demo-feedback-token"
+
+
+@pytest.fixture(scope="module")
+def feedback_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """gunicorn with FEEDBACK_DIR and AUTH_TOKEN set: (the page's URL, FEEDBACK_DIR)."""
+    directory = tmp_path_factory.mktemp("feedback-server")
+    log, feedback_dir = directory / "gunicorn.log", directory / "feedback"
+    process = gunicorn(
+        {
+            "MODEL_DIR": str(MODEL_DIR),
+            "DEFAULT_MODEL": "mnist",
+            "WEB_CONCURRENCY": "2",
+            "WORKER_THREADS": "1",
+            "FEEDBACK_DIR": str(feedback_dir),
+            "AUTH_TOKEN": FEEDBACK_TOKEN,
+        },
+        log,
+    )
+    try:
+        yield wait_ready(process, log) + "/", feedback_dir
     finally:
         stop(process)
 
@@ -541,6 +568,103 @@ def test_a_failed_heatmap_is_said_beside_it_and_the_prediction_stays(page: Any, 
     expect(page.locator("#why-image")).to_be_hidden()
     expect(page.locator("#prediction")).to_have_text("1")
     expect(page.locator("#error")).to_be_hidden()
+
+
+# --- corrections: "Wrong? It was:" -----------------------------------------------------------
+def test_no_correction_is_offered_when_the_server_keeps_none(page: Any, server: str) -> None:
+    open_demo(page, server)
+    draw(page, ONE)
+    expect(page.locator("#prediction")).to_have_text("1")
+    expect(page.locator("#why-image")).to_have_attribute("data-target", "1")
+    expect(page.locator("#feedback")).to_be_hidden()
+
+
+def open_with_token(page: Any, url: str) -> None:
+    page.goto(url)
+    expect(page.locator("#error")).to_contain_text("This server needs an access token")
+    page.fill("#token", FEEDBACK_TOKEN)
+    page.press("#token", "Enter")  # the models are listed now
+    expect(page.locator("#model")).to_be_enabled()
+
+
+def stored_records(feedback_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (feedback_dir / "mnist.jsonl").read_text().splitlines()]
+
+
+def test_a_drawn_digit_is_corrected_and_saved_with_the_token(
+    page: Any, feedback_server: tuple[str, Path]
+) -> None:
+    url, feedback_dir = feedback_server
+    open_with_token(page, url)
+    with page.expect_request(lambda r: r.url.endswith("/predict")) as predicted:
+        draw(page, ONE)
+    expect(page.locator("#prediction")).to_have_text("1")
+    request_id = predicted.value.headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", request_id)
+
+    feedback = page.locator("#feedback")
+    expect(feedback).to_be_visible()
+    expect(page.locator("#feedback-heading")).to_have_text("Wrong? It was:")
+    expect(page.locator("#feedback-classes button")).to_have_text(DIGITS)
+    expect(page.get_by_role("button", name="It was 1")).to_be_disabled()  # the answer itself
+
+    with page.expect_response(lambda r: "/feedback" in r.url) as sent:
+        page.get_by_role("button", name="It was 7").click()
+    assert sent.value.status == 201
+    assert sent.value.request.headers["authorization"] == f"Bearer {FEEDBACK_TOKEN}"
+    assert "/v1/models/mnist/feedback?label=7&predicted=1&request_id=" in sent.value.url
+    expect(page.locator("#feedback-status")).to_have_text(
+        "Saved as 7: the next training learns from it. Thank you."
+    )
+    expect(page.get_by_role("button", name="It was 7")).to_have_attribute("aria-pressed", "true")
+    [stored] = list((feedback_dir / "mnist" / "7").iterdir())
+    with Image.open(stored) as image:  # the canvas as drawn: 280x280, black ink on white
+        assert (image.format, image.size) == ("PNG", (280, 280))
+    record = stored_records(feedback_dir)[-1]
+    assert (record["label"], record["predicted"], record["request_id"]) == ("7", "1", request_id)
+
+    page.get_by_role("button", name="It was 7").click()  # again: stored once
+    expect(page.locator("#feedback-status")).to_have_text("Already saved as 7: thank you.")
+    assert len(list((feedback_dir / "mnist" / "7").iterdir())) == 1
+
+    page.click("#clear")  # a new drawing: nothing to correct yet
+    expect(feedback).to_be_hidden()
+
+
+def test_an_uploaded_scan_is_corrected_in_the_form_as_the_file_it_was(
+    page: Any, feedback_server: tuple[str, Path]
+) -> None:
+    url, feedback_dir = feedback_server
+    open_with_token(page, url)
+    page.click("#tab-file")
+    page.set_input_files("#file", str(EXAMPLE_SEVEN))
+    expect(page.locator("#prediction")).to_have_text("7")
+    with page.expect_response(lambda r: "/feedback" in r.url) as sent:
+        page.get_by_role("button", name="It was 2").click()
+    assert sent.value.status == 201 and sent.value.url.endswith("/v1/models/mnist/feedback")
+    expect(page.locator("#feedback-status")).to_contain_text("Saved as 2")
+    digest = hashlib.sha256(EXAMPLE_SEVEN.read_bytes()).hexdigest()
+    assert (feedback_dir / "mnist" / "2" / f"{digest}.png").read_bytes() == EXAMPLE_SEVEN.read_bytes()
+
+
+def test_a_refused_correction_is_said_beside_the_buttons(
+    page: Any, feedback_server: tuple[str, Path]
+) -> None:
+    url, _ = feedback_server
+    open_with_token(page, url)
+    draw(page, ONE)
+    page.route(
+        "**/feedback*",
+        lambda route: route.fulfill(
+            status=507,
+            content_type="application/json",
+            body='{"error": {"status": 507, "code": "feedback_full", '
+            '"message": "the feedback store is full"}}',
+        ),
+    )
+    page.get_by_role("button", name="It was 4").click()
+    expect(page.locator("#feedback-status")).to_have_text("Not saved: The feedback store is full.")
+    expect(page.locator("#prediction")).to_have_text("1")
 
 
 # --- the API documents: Swagger UI ------------------------------------------------------------

@@ -1,7 +1,8 @@
 "use strict";
 // The digits demo: draw a digit (or choose an image), send it to the predict endpoint as a PNG,
 // show the class, the probabilities, the 28x28 input the model saw, and why: the explain
-// endpoint's heatmap for the predicted class or any class the person picks.
+// endpoint's heatmap for the predicted class or any class the person picks; and, when the
+// server collects corrections, "Wrong? It was:" sends the right class to the feedback endpoint.
 // Every URL is relative to the page (see apiUrl), so the page works at / and under a path prefix.
 
 const INK_WIDTH = 20;          // px on the 280x280 canvas: about 2 of MNIST's 28 pixels
@@ -16,6 +17,9 @@ const state = {
   images: { draw: null, file: null },  // each tab's last image, sent again when the model changes
   sent: 0,              // number of the latest request: older answers are dropped
   why: null,            // the heatmaps of the image last answered (see showWhy)
+  feedback: false,      // the server stores corrections (GET v1/models says)
+  answered: null,       // the image last answered, its model, label and request id: what a
+                        // correction corrects
 };
 
 // --- talking to the API ---------------------------------------------------------------------
@@ -115,6 +119,7 @@ async function loadModels() {
   try {
     const body = await api("v1/models");
     state.models = new Map(body.models.map((m) => [m.name, m]));
+    state.feedback = body.feedback === true;
     const previous = select.value;
     select.textContent = "";
     for (const model of body.models) {
@@ -143,7 +148,12 @@ async function classify(image) {
   const request = () => image.form
     ? { method: "POST", body: formWith(image.form) }
     : { method: "POST", headers: { "Content-Type": image.blob.type }, body: image.blob };
+  // The prediction's id, which a correction of it names (the server echoes a sane one).
+  const requestId = newRequestId();
+  const predict = request();
+  predict.headers = { ...(predict.headers || {}), "X-Request-ID": requestId };
   $("result").classList.add("busy");
+  forgetFeedback();
   $("status").textContent = "Asking the model…";
   forgetWhy({ keepShown: true });  // dimmed until the new image's heatmap replaces it
   // The predicted class's heatmap is asked for at once, beside the prediction.
@@ -153,7 +163,7 @@ async function classify(image) {
   firstPicture.catch(() => {});  // its error is shown with the heatmap, if the prediction succeeds
   try {
     const [predicted, seen] = await Promise.all([
-      api("v1/models/" + name + "/predict", request()),
+      api("v1/models/" + name + "/predict", predict),
       api("v1/models/" + name + "/preprocess", request()),
     ]);
     if (number !== state.sent) return discard();  // a newer stroke or image was sent meanwhile
@@ -164,6 +174,7 @@ async function classify(image) {
     $("status").textContent = "Model " + predicted.model + ", version " + predicted.version + ".";
     why.label = prediction.label;
     state.why = why;
+    showFeedback({ model, image, label: prediction.label, requestId });
     showWhy(why, prediction.label, firstPicture);
   } catch (err) {
     discard();
@@ -173,6 +184,12 @@ async function classify(image) {
   } finally {
     if (number === state.sent) $("result").classList.remove("busy");
   }
+}
+
+/** 128 random bits as 32 hex digits (crypto.randomUUID needs a secure context; this does not). */
+function newRequestId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function formWith(file, fields = {}) {
@@ -289,6 +306,67 @@ function forgetWhy({ keepShown = false } = {}) {
   $("why-caption").textContent = "";
 }
 
+// --- corrections: the feedback endpoint ------------------------------------------------------
+/** "Wrong? It was:" with a button per class but the answer, when the server stores corrections. */
+function showFeedback(answered) {
+  state.answered = answered;
+  if (!state.feedback) return;
+  const group = $("feedback-classes");
+  group.textContent = "";
+  answered.model.class_names.forEach((className, i) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = className;
+    button.dataset.label = String(i);
+    button.setAttribute("aria-label", "It was " + className);
+    button.setAttribute("aria-pressed", "false");
+    button.disabled = i === answered.label;  // the answer itself is no correction
+    button.addEventListener("click", () => sendFeedback(answered, i));
+    group.append(button);
+  });
+  $("feedback-status").textContent = "";
+  $("feedback").hidden = false;
+}
+
+function forgetFeedback() {
+  state.answered = null;
+  $("feedback").hidden = true;
+  $("feedback-classes").textContent = "";
+  $("feedback-status").textContent = "";
+}
+
+/** Send the image again with the right class (and what the model said, and the prediction's id). */
+async function sendFeedback(answered, label) {
+  const name = encodeURIComponent(answered.model.name);
+  const fields = {
+    label: String(label),
+    predicted: String(answered.label),
+    request_id: answered.requestId,
+  };
+  const { form, blob } = answered.image;
+  const query = form ? "" : "?" + new URLSearchParams(fields);  // a raw body has only the query
+  const options = form
+    ? { method: "POST", body: formWith(form, fields) }
+    : { method: "POST", headers: { "Content-Type": blob.type }, body: blob };
+  const status = $("feedback-status");
+  const className = answered.model.class_names[label];
+  for (const button of $("feedback-classes").children) {
+    button.setAttribute("aria-pressed", String(Number(button.dataset.label) === label));
+  }
+  status.textContent = "Saving…";
+  try {
+    const body = await api("v1/models/" + name + "/feedback" + query, options);
+    if (state.answered !== answered) return;  // another image since
+    const stored = body.stored[0];
+    status.textContent = stored.status === "duplicate"
+      ? "Already saved as " + className + ": thank you."
+      : "Saved as " + className + ": the next training learns from it. Thank you.";
+  } catch (err) {
+    if (state.answered !== answered) return;
+    status.textContent = "Not saved: " + err.message;
+  }
+}
+
 function showPrediction(model, prediction) {
   const probabilities = prediction.probabilities;
   $("prediction").textContent = prediction.class_name;
@@ -346,6 +424,7 @@ function clearResult(message) {
   $("status").textContent = message;
   $("seen-figure").hidden = true;
   forgetWhy();
+  forgetFeedback();
 }
 
 // --- drawing --------------------------------------------------------------------------------

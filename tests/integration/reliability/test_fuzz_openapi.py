@@ -79,7 +79,11 @@ def schemathesis_cli() -> list[str]:
 
 @pytest.fixture(scope="module")
 def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from serve(server_environment(model_dir), tmp_path_factory.mktemp("fuzz") / "gunicorn.log")
+    feedback = tmp_path_factory.mktemp("fuzz-feedback")  # feedback on: its storing path is fuzzed too
+    yield from serve(
+        server_environment(model_dir, FEEDBACK_DIR=str(feedback)),
+        tmp_path_factory.mktemp("fuzz") / "gunicorn.log",
+    )
 
 
 @pytest.mark.slow
