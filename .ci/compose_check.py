@@ -1,4 +1,5 @@
-"""The compose project's promises, checked from outside (stdlib only; .ci/containers.sh runs it).
+"""The compose project's promises, checked from outside (.ci/containers.sh runs it; stdlib only but
+for the gRPC check, which needs grpcio from the venv).
 
     compose_check.py spread URL --containers A,B,C [--requests 300] [--clients 4]
         every predict through the proxy answers 200, and every replica served some of them
@@ -14,6 +15,9 @@
         the proxy: each a JSON 4xx or a closed connection, never a 5xx or HTML; ready afterwards
     compose_check.py unavailable URL
         with every replica stopped: the proxy's own 503 in each route's JSON shape
+    compose_check.py grpc HOST:PORT [--calls 60]
+        gRPC through the proxy's HTTP/2 port: health says SERVING, and ModelInfer of real digits
+        answers their labels on every call (needs grpcio: the venv's python, not stdlib alone)
 
 Each prints what it saw on one or a few lines and exits 1 if a promise is broken. All traffic goes
 to the URL given (the proxy on 127.0.0.1).
@@ -277,6 +281,63 @@ def unavailable(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def grpc_check(args: argparse.Namespace) -> int:
+    """The proxy carries gRPC (grpc_pass over HTTP/2) to the replicas: health, then ModelInfer."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    sys.path.insert(0, str(REPO))
+    from service.proto import open_inference_pb2 as pb
+
+    with gzip.open(SAMPLE) as f:
+        pixels = f.read()[16 : 16 + 784 * 8]  # 8 real test digits, UINT8
+    with gzip.open(SAMPLE.with_name("t10k-labels-idx1-ubyte.gz")) as f:
+        labels = list(f.read()[8 : 8 + 8])
+    request = pb.ModelInferRequest(
+        model_name="mnist",
+        inputs=[pb.ModelInferRequest.InferInputTensor(name="input", datatype="UINT8", shape=[8, 784])],
+        outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name="label")],
+        raw_input_contents=[pixels],
+    )
+    channel = grpc.insecure_channel(args.address)
+    infer = channel.unary_unary(
+        "/inference.GRPCInferenceService/ModelInfer",
+        request_serializer=pb.ModelInferRequest.SerializeToString,
+        response_deserializer=pb.ModelInferResponse.FromString,
+    )
+    failed: list[str] = []
+    try:
+        status = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=REQUEST_TIMEOUT
+        )
+        serving = health_pb2.HealthCheckResponse.ServingStatus.Name(status.status)
+        if serving != "SERVING":
+            failed.append(f"health says {serving}")
+        answers = set()
+        for _ in range(args.calls):
+            response = infer(request, timeout=REQUEST_TIMEOUT)
+            answers.add(
+                tuple(
+                    int.from_bytes(response.raw_output_contents[0][i : i + 8], "little")
+                    for i in range(0, 64, 8)
+                )
+            )
+        right = [sum(a == t for a, t in zip(answer, labels, strict=True)) for answer in answers]
+        print(
+            f"   gRPC through the proxy: health {serving}; {args.calls} ModelInfer calls, "
+            f"{min(right)}/8 or better right, {len(answers)} distinct answer(s)"
+        )
+        if len(answers) != 1 or min(right) < 7:
+            failed.append(f"labels {sorted(answers)} against {labels}")
+    except grpc.RpcError as exc:
+        failed.append(f"{exc.code().name}: {exc.details()}")
+    finally:
+        channel.close()
+    for line in failed:
+        print(f"   FAILED {line}")
+    return 1 if failed else 0
+
+
 def _host_port(url: str) -> tuple[str, int]:
     parsed = urllib.parse.urlsplit(url)
     return parsed.hostname or "127.0.0.1", parsed.port or 80
@@ -323,6 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("unavailable", help="no replica: the proxy's own 503 in JSON")
     p.add_argument("url")
     p.set_defaults(run=unavailable)
+    p = sub.add_parser("grpc", help="gRPC health and ModelInfer through the proxy's HTTP/2 port")
+    p.add_argument("address", help="HOST:PORT of the proxy's gRPC port")
+    p.add_argument("--calls", type=int, default=60)
+    p.set_defaults(run=grpc_check)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

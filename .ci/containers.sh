@@ -325,6 +325,8 @@ compose_up() {
   [ "${answer##* }" = 413 ] && grep -q '"payload_too_large"' <<<"$answer" \
     || { echo "   16 MiB + 1 byte: $answer"; return 1; }
   echo "   X-Request-ID passed through; 16 MiB + 1 byte: 413 from the proxy"
+  # gRPC through the proxy's HTTP/2 port (grpc_pass): health, then real digits' labels
+  "$PYTHON" .ci/compose_check.py grpc "127.0.0.1:$((COMPOSE_PORT + 1))"
   # 300 predicts, all answered, each replica served some (counted by its own /metrics)
   "$PYTHON" .ci/compose_check.py spread "$url" --containers "$(tr '\n' ',' <<<"$apis" | sed 's/,$//')"
   # 24 slow clients on the proxy: /healthz keeps answering within 2 s
