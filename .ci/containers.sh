@@ -364,7 +364,7 @@ compose_up() {
     "e.g. $(podman logs "$proxy" 2>&1 | grep -m1 -o '[a-z()]* failed ([^)]*)[^,]*\|upstream prematurely closed[^,]*' || true)"
   # the HTTP layer's hostile corpus through the proxy: nginx's own refusals in JSON, never a 5xx
   "$PYTHON" .ci/compose_check.py hostile "$url"
-  # every replica stopped: the proxy's own 503, in each route's JSON shape
+  # every replica stopped: the proxy's own 503 (or 504), in each route's JSON shape
   pm stop -t 5 $apis >/dev/null
   "$PYTHON" .ci/compose_check.py unavailable "$url"
   compose_down 20
