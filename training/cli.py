@@ -67,7 +67,7 @@ PUBLISHED_HISTORY = "history.json"
 #: Exit status when ``--publish-if-better`` keeps the served model: the run worked and decided not
 #: to publish, which is neither success (0: published) nor an error (1, 2). Distinct, so a script
 #: can tell; the CronJob maps it to 0 (``tini -e 3``), so a night that keeps the model is no
-#: failed Job (deploy/train/cronjob.yaml).
+#: failed Job (deploy/finetune/).
 NOT_PUBLISHED = 3
 
 
