@@ -1,8 +1,9 @@
 """Class names <-> the folder names of an image folder (one subfolder of images per class).
 
-The service stores corrections as ``FEEDBACK_DIR/<model>/<folder>/<sha256>.<ext>`` and
-``train --images DIR`` reads such a folder: both name a class's folder with ``class_folder``, so
-the two meet at one layout. A folder is the class name itself wherever the name is a safe path
+The service stores corrections as ``FEEDBACK_DIR/<model>/<folder>/<sha256>.<ext>``, naming the
+folder with ``class_folder``; ``train --images DIR`` (training/imagefolder.py) reads each folder's
+class with ``class_of_folder``, its inverse. One function each way, used by both sides, so the
+two meet at one layout. A folder is the class name itself wherever the name is a safe path
 segment ("7", "Trouser"); what is not safe is percent-encoded, so no class name can steer a
 path: "/" and "\\" (Fashion-MNIST's "T-shirt/top" is "T-shirt%2Ftop"), "%" itself, control
 characters, the characters Windows refuses, and a leading "." (no hidden folder, no "..").

@@ -2,7 +2,8 @@
 
 Every failure the user can fix ends with one line on stderr saying what is wrong and how to fix
 it, and a non-zero exit status: 2 for bad input, 1 for a failed gradient check, 130/143 when
-training is interrupted by Ctrl-C/SIGTERM (a checkpoint is left for ``--resume``).
+training is interrupted by Ctrl-C/SIGTERM (a checkpoint is left for ``--resume``). 3 is no
+failure: ``--publish-if-better`` kept the served model (``NOT_PUBLISHED``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from training.export import (
     save_model,
 )
 from training.fileio import atomic_write_bytes
+from training.gate import OWN_TOLERANCE, REPLAY_TOLERANCE, HeldOut, compare
 from training.imagefolder import ImageFolder, load_image_folder, print_skipped, split_stratified
 from training.nets import LOSSES, WEIGHT_INITS, TwoLayerNet, gradient_relative_errors
 from training.trainer import (
@@ -62,6 +64,11 @@ GRADCHECK_TOLERANCE = 1e-6
 PROGRESS_EVERY = 25
 #: The history's name beside ``model.npz`` in a version directory written by ``--publish``.
 PUBLISHED_HISTORY = "history.json"
+#: Exit status when ``--publish-if-better`` keeps the served model: the run worked and decided not
+#: to publish, which is neither success (0: published) nor an error (1, 2). Distinct, so a script
+#: can tell; the CronJob maps it to 0 (``tini -e 3``), so a night that keeps the model is no
+#: failed Job (deploy/finetune/).
+NOT_PUBLISHED = 3
 
 
 class UsageError(Exception):
@@ -186,6 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODEL_DIR/NAME",
         help="instead of --output: write the model as the next version MODEL_DIR/NAME/<N>/model.npz "
         "(with history.json beside it), all at once, for the service to pick up",
+    )
+    train.add_argument(
+        "--publish-if-better",
+        action="store_true",
+        help="with --publish: publish only if the new model is at least as good on held-out data as "
+        "the newest version of NAME (or the --init-from model); else exit 3, publishing nothing",
+    )
+    train.add_argument(
+        "--force",
+        action="store_true",
+        help="with --publish-if-better: publish even if the gate says no (its figures are recorded)",
     )
     train.add_argument(
         "--history",
@@ -342,9 +360,16 @@ def _train(args: argparse.Namespace) -> int:
         publish: Path | None = check_publish_target(args.publish)
         output = args.publish.parent / (args.publish.name + ".npz")  # names the checkpoint only
     else:
+        if args.publish_if_better:
+            raise UsageError("--publish-if-better gates --publish MODEL_DIR/NAME; add it")
         publish = None
         default_name = args.dataset or "mnist" if args.images is None else args.images.resolve().name
         output = args.output or Path(f"{default_name}.npz")
+    if args.force and not args.publish_if_better:
+        raise UsageError(
+            "--force overrides --publish-if-better; without that flag --publish always publishes"
+        )
+    baseline = _gate_baseline(publish, init) if args.publish_if_better else None
     history_path: Path | None = args.history or (None if publish else output.with_suffix(".history.json"))
     checkpoint_path = args.resume if isinstance(args.resume, Path) else output.with_suffix(".ckpt")
     if args.plot is not None:
@@ -352,6 +377,7 @@ def _train(args: argparse.Namespace) -> int:
 
     prepared = _builtin_data(args, config) if args.images is None else _image_data(args, config, init)
     data = prepared.data
+    held_out = _gate_sets(args, data, baseline, prepared.class_names) if args.publish_if_better else []
     resume_from = None
     if args.resume is not None:
         resume_from = load_checkpoint(checkpoint_path, config, prepared.data_id)
@@ -403,7 +429,14 @@ def _train(args: argparse.Namespace) -> int:
     if result.stopped_early or (config.early_stopping and state.best_epoch):
         print(f"early stopping: kept epoch {state.best_epoch} (lowest held-out loss {state.best_loss:.4f})")
 
-    written = _export(output, publish, history_path, prepared, config, state)
+    gate = None
+    if args.publish_if_better:
+        gate = _gate(state, baseline, held_out, forced=args.force)
+        if not gate["passed"] and not args.force:
+            checkpoint_path.unlink(missing_ok=True)
+            print(f"not published: {gate['reason']}; the served model stays (--force publishes anyway)")
+            return NOT_PUBLISHED
+    written = _export(output, publish, history_path, prepared, config, state, gate)
     checkpoint_path.unlink(missing_ok=True)
     final = _final_record(state)
     scores = ", ".join(f"{name} accuracy {final[f'{name}_accuracy']:.4f}" for name in sets)
@@ -697,6 +730,7 @@ def _export(
     prepared: _Prepared,
     config: TrainConfig,
     state: TrainState,
+    gate: dict[str, Any] | None = None,
 ) -> tuple[Path, Path]:
     """The model (weights + metadata) and its per-epoch history, each written atomically, at
     ``output``, or with ``publish`` as the next version in that directory (the history in the
@@ -720,9 +754,13 @@ def _export(
     }
     if prepared.image_style is not None:
         metadata["image_preprocessing"] = prepared.image_style
+    recorded: dict[str, Any] = {}
+    if gate is not None:  # the evaluation gate's figures (--publish-if-better)
+        metadata["gate"] = recorded["gate"] = gate
     dataset_name = prepared.description.get("name")
     history = json.dumps(
-        {"config": config.to_dict(), "dataset": dataset_name, "epochs": state.history}, indent=2
+        {"config": config.to_dict(), "dataset": dataset_name, "epochs": state.history, **recorded},
+        indent=2,
     ).encode()
     if publish is None:
         assert history_path is not None  # noqa: S101 - _train sets it whenever it writes a file
@@ -735,6 +773,56 @@ def _export(
     model_path = publish_model(state.net, metadata, publish)
     atomic_write_bytes(history_path, history)
     return model_path, history_path
+
+
+# --- the evaluation gate (--publish-if-better; training/gate.py) -----------------------------
+def _gate_baseline(publish: Path | None, init: ModelFile | None) -> ModelFile | None:
+    """The model a gated publish must match: NAME's newest version, else ``--init-from``'s."""
+    assert publish is not None  # noqa: S101 - _train refuses --publish-if-better without --publish
+    if publish.is_dir() and any(
+        is_version_name(e.name) and (e / VERSION_FILE).is_file() for e in publish.iterdir()
+    ):
+        return _load_init_model(publish)
+    return init
+
+
+def _gate_sets(
+    args: argparse.Namespace, data: TrainData, baseline: ModelFile | None, class_names: list[str]
+) -> list[HeldOut]:
+    """The held-out sets the gate compares on, checked before any training is done."""
+    if baseline is None:
+        return []
+    if baseline.class_names != class_names or math.prod(baseline.input_shape) != data.x_train.shape[1]:
+        raise UsageError(
+            f"--publish-if-better: {baseline.path} (the model to beat) has other classes or inputs than "
+            "this run's model; publish under another name, or leave out --publish-if-better"
+        )
+    test_tolerance = REPLAY_TOLERANCE if args.replay is not None else OWN_TOLERANCE
+    tolerances = {"test": test_tolerance, "val": OWN_TOLERANCE}
+    sets = [HeldOut(name, x, t, tolerances[name]) for name, x, t in data.splits()]
+    if not sets:
+        raise UsageError(
+            "--publish-if-better compares on held-out data and this run has none: add --replay DATASET, "
+            "a --validation-split above 0 or --validation-dir"
+        )
+    return sets
+
+
+def _gate(
+    state: TrainState, baseline: ModelFile | None, sets: list[HeldOut], *, forced: bool
+) -> dict[str, Any]:
+    """The gate's verdict as the metadata records it, announced in one line."""
+    if baseline is None:
+        print("gate: nothing serves this name and there is no --init-from model to beat: published")
+        return {"passed": True, "forced": forced, "baseline": None, "sets": {}, "reason": "no baseline"}
+    name = str(baseline.path)
+    verdict = compare(state.net, baseline.network(), sets, name)
+    record = verdict.record({"path": str(baseline.path), "sha256": baseline.sha256}, forced=forced)
+    if verdict.passed or forced:
+        print(
+            f"gate: {'passed' if verdict.passed else 'FAILED, published anyway (--force)'}: {verdict.reason}"
+        )
+    return record
 
 
 def _require_matplotlib() -> None:

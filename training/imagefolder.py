@@ -1,9 +1,13 @@
 """Labelled image folders: ``DIR/<class name>/<image>``, read through the service's preprocessing.
 
 The layout of torchvision's ``ImageFolder`` and Keras' ``image_dataset_from_directory``: each
-subfolder of the root is a class, named by its folder, and holds that class's images (in
-subfolders too). Every file goes through ``training.images.load_image``, the function the service
-applies to an upload, so a model is trained on exactly what it will be asked.
+subfolder of the root is a class and holds that class's images (in subfolders too). A folder's
+name is read as a class name by ``training.classfolders.class_of_folder``, the inverse of the
+``class_folder`` the service stores corrections with, so a class whose name is no safe path
+segment has one folder on both sides (Fashion-MNIST's "T-shirt/top" is "T-shirt%2Ftop"); two
+folders naming one class (``7`` and ``%37``) are one class. Every file goes through
+``training.images.load_image``, the function the service applies to an upload, so a model is
+trained on exactly what it will be asked.
 
 What is read, and what is not:
 
@@ -35,6 +39,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from training.classfolders import class_folder, class_of_folder
 from training.images import ImageTooLarge, InvalidImage, load_image
 
 #: File suffixes read as images (the formats the service accepts: PNG, JPEG, GIF, BMP, WebP).
@@ -85,8 +90,9 @@ class ImageFolder:
 
 
 def scan(root: str | os.PathLike[str]) -> tuple[Path, dict[str, list[Path]], list[str]]:
-    """The class folders of ``root`` and their image files (sorted), plus "path: problem" lines for
-    symlinks that lead out of the root. ``ImageFolderError`` if ``root`` is not a directory."""
+    """The classes of ``root`` (class name -> its image files, sorted), the names read from the
+    folder names by ``class_of_folder``, plus "path: problem" lines for symlinks that lead out of
+    the root. ``ImageFolderError`` if ``root`` is not a directory."""
     root = Path(root)
     if not root.is_dir():
         what = "does not exist" if not root.exists() else "is not a directory"
@@ -122,7 +128,7 @@ def scan(root: str | os.PathLike[str]) -> tuple[Path, dict[str, list[Path]], lis
                     continue
                 if inside(path):
                     images.append(path)
-        classes[entry.name] = images
+        classes.setdefault(class_of_folder(entry.name), []).extend(images)
     return root, classes, skipped
 
 
@@ -148,10 +154,14 @@ def load_image_folder(
     if classes is not None:
         unknown = [name for name in found if name not in classes]
         if unknown:
+            encoded = [(class_folder(name), name) for name in classes if class_folder(name) != name]
+            hint = "".join(
+                f" (a folder is its class's name, encoded: {f!r} is {n!r})" for f, n in encoded[:1]
+            )
             raise ImageFolderError(
-                f"{root}/{unknown[0]}: {unknown[0]!r} is not one of the model's classes "
-                f"({', '.join(classes)}); rename or remove that folder, or train a new model "
-                "without --init-from"
+                f"{root}/{class_folder(unknown[0])}: {unknown[0]!r} is not one of the model's classes "
+                f"({', '.join(classes)}); rename or remove that folder{hint}, "
+                "or train a new model without --init-from"
             )
         class_names = tuple(classes)
     else:

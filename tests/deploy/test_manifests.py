@@ -35,6 +35,7 @@ from flask import Flask
 
 from service.routes import access_of
 from service.settings import Settings
+from training.cli import NOT_PUBLISHED, build_parser
 
 #: The oldest Kubernetes the manifests are for (the preStop sleep action is on by default from
 #: 1.30), and the newest kubernetes-validate carries.
@@ -308,7 +309,7 @@ def test_the_proxy_image_runs_as_a_numeric_non_root_user() -> None:
 # --- training -------------------------------------------------------------------------------
 def test_the_training_job_publishes_into_the_shared_volume() -> None:
     docs = render(TRAIN)
-    assert kinds(docs) == {"Job", "CronJob"}
+    assert kinds(docs) == {"Job"}  # fine-tuning, once or nightly: deploy/finetune
     job = one(docs, "Job", "digits-train")
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
@@ -330,7 +331,7 @@ def test_the_training_job_publishes_into_the_shared_volume() -> None:
 def test_the_finetune_job_reads_images_read_only_and_publishes_a_new_name() -> None:
     """Issue 18: the served mnist fine-tuned on a mounted image folder, published as mnist-tuned."""
     docs = render(DEPLOY / "finetune")
-    assert kinds(docs) == {"Job", "PersistentVolumeClaim"}
+    assert kinds(docs) == {"Job", "CronJob", "PersistentVolumeClaim"}
     pod = one(docs, "Job", "digits-finetune")["spec"]["template"]["spec"]
     (train,) = pod["containers"]
     args = train["args"]
@@ -389,8 +390,7 @@ def test_the_feedback_volume_is_written_by_the_api_and_read_by_the_nightly_finet
     assert Path(kserve_mount["mountPath"]) == feedback_dir
     assert kserve_volume["persistentVolumeClaim"]["claimName"] == "digits-feedback"
 
-    train_docs = render(TRAIN)
-    cron = one(train_docs, "CronJob", "digits-finetune")
+    cron = one(render(DEPLOY / "finetune"), "CronJob", "digits-finetune-feedback")
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"  # one publisher at a time
     assert cron["metadata"]["namespace"] == one(docs, "Deployment")["metadata"]["namespace"]
     job_pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
@@ -415,7 +415,36 @@ def test_the_feedback_volume_is_written_by_the_api_and_read_by_the_nightly_finet
     assert not _mounted(job_pod, train, Path(value("--publish")))[0].get("readOnly", False)
     assert value("--init-from") == "/app/models/mnist.npz"
     assert (value("--replay"), value("--seed")) == ("mnist", "0")
-    assert "--publish-if-better" in args  # the evaluation gate (built in training after issue 18)
+    assert "--publish-if-better" in args  # the evaluation gate
+    # exit status 3 (the gate kept the served model) is a night that worked, not a failed Job
+    assert train["command"] == ["tini", "-e", str(NOT_PUBLISHED), "--", "digits-train"]
+
+
+def test_the_two_finetunes_share_their_arguments_and_differ_in_data_and_name() -> None:
+    """deploy/finetune: the Job (your images -> mnist-tuned) and the nightly CronJob (the
+    corrections -> mnist-feedback) are one recipe: same image, command, arguments, resources and
+    security, apart from --images and --publish; every argument is one `train` accepts."""
+    docs = render(DEPLOY / "finetune")
+    job = one(docs, "Job", "digits-finetune")["spec"]["template"]["spec"]
+    cron = one(docs, "CronJob", "digits-finetune-feedback")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (a,), (b,) = job["containers"], cron["containers"]
+    for key in ("name", "image", "command", "resources", "securityContext"):
+        assert a[key] == b[key], key
+    assert job["securityContext"] == cron["securityContext"]
+
+    def without_data(args: list[str]) -> list[str]:
+        out = list(args)
+        for flag in ("--images", "--publish"):
+            i = out.index(flag)
+            del out[i : i + 2]
+        return out
+
+    assert without_data(a["args"]) == without_data(b["args"])
+    published = {Path(c["args"][c["args"].index("--publish") + 1]).name for c in (a, b)}
+    assert published == {"mnist-tuned", "mnist-feedback"}
+    for args in (a["args"], b["args"]):  # the training CLI parses them as they are
+        parsed = build_parser().parse_args(args)
+        assert parsed.publish_if_better and parsed.init_from == Path("/app/models/mnist.npz")
 
 
 # --- KServe -------------------------------------------------------------------------------

@@ -312,3 +312,34 @@ def test_the_route_is_in_the_openapi_document_with_201(fb: FlaskClient) -> None:
         operation = document["paths"][path]["post"]
         assert {"201", "401", "404", "413", "422", "503", "507"} <= set(operation["responses"])
         assert "200" not in operation["responses"]
+
+
+def test_a_fashion_correction_trains_as_its_class(
+    settings: Settings, tmp_path: Path, feedback_dir: Path
+) -> None:
+    """The two sides meet at one layout: corrections the service stores for the shipped
+    fashion-mnist ("T-shirt/top" in the folder "T-shirt%2Ftop") are what `train --images`
+    learns, each as the class it was stored as, fine-tuning that same shipped model."""
+    shipped = Path(__file__).resolve().parents[2] / "models"
+    client = create_app(replace(settings, model_dir=shipped, feedback_dir=feedback_dir)).test_client()
+    shirt, trousers = (png_bytes(drawn_digit(d, size=60)) for d in "01")
+    for image, label in ((shirt, "T-shirt/top"), (trousers, "1")):  # by name and by index
+        response = client.post(
+            "/v1/models/fashion-mnist/feedback",
+            data={"image": (io.BytesIO(image), "x.png"), "label": label},
+        )
+        assert response.status_code == 201, response.json
+    folder = feedback_dir / "fashion-mnist"
+    assert sorted(p.name for p in folder.iterdir()) == ["T-shirt%2Ftop", "Trouser"]
+
+    from training.cli import main
+    from training.export import load_model
+
+    out = tmp_path / "tuned.npz"
+    argv = ["train", "--images", str(folder), "--init-from", str(shipped / "fashion-mnist.npz")]
+    argv += ["--validation-split", "0", "--epochs", "1", "--output", str(out), "--no-progress"]
+    assert main(argv) == 0
+    tuned = load_model(out)
+    assert tuned.class_names == load_model(shipped / "fashion-mnist.npz").class_names
+    assert tuned.metadata["dataset"]["images"]["counts"] == {"T-shirt/top": 1, "Trouser": 1}
+    assert tuned.metadata["image_preprocessing"] == "fashion-mnist"

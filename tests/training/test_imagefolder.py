@@ -10,6 +10,8 @@ import pytest
 from PIL import Image
 
 from service.images import load_image as service_load_image
+from training.classfolders import class_folder
+from training.datasets import DATASETS
 from training.imagefolder import ImageFolderError, load_image_folder, read_image_file, split_stratified
 from training.images import load_image
 
@@ -68,6 +70,39 @@ def test_classes_follow_the_models_order_and_must_be_among_them(tmp_path):
     png(tmp_path / "seven" / "a.png")
     with pytest.raises(ImageFolderError, match="'seven' is not one of the model's classes"):
         load_image_folder(tmp_path, classes=[str(d) for d in range(10)])
+
+
+FASHION = DATASETS["fashion-mnist"].class_names
+
+
+def test_folder_names_are_read_through_the_mapping_the_service_stores_with(tmp_path):
+    """A class whose name is no path segment ("T-shirt/top") has the folder class_folder gives it,
+    and the reader reads that folder back as the class, by name and from scratch alike."""
+    for name in ("T-shirt/top", "Trouser"):
+        png(tmp_path / class_folder(name) / "a.png", value=len(name))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["T-shirt%2Ftop", "Trouser"]
+    folder = load_image_folder(tmp_path, FASHION)
+    assert folder.counts() == {"T-shirt/top": 1, "Trouser": 1}
+    assert folder.t.tolist() == [0, 1]  # the model's order: T-shirt/top is class 0
+    assert load_image_folder(tmp_path).class_names == ("T-shirt/top", "Trouser")
+
+
+def test_two_folders_of_one_class_are_one_class(tmp_path):
+    png(tmp_path / "7" / "a.png", value=10)
+    png(tmp_path / "%37" / "b.png", value=20)  # "7", percent-encoded by hand
+    png(tmp_path / "1" / "c.png", value=30)
+    folder = load_image_folder(tmp_path)
+    assert folder.class_names == ("1", "7")
+    assert folder.counts() == {"1": 1, "7": 2}
+
+
+def test_an_unknown_class_names_its_folder_and_how_names_are_encoded(tmp_path):
+    png(tmp_path / "T-shirt" / "a.png")
+    with pytest.raises(ImageFolderError) as info:
+        load_image_folder(tmp_path, FASHION)
+    message = str(info.value)
+    assert f"{tmp_path}/T-shirt: 'T-shirt' is not one of the model's classes" in message
+    assert "'T-shirt%2Ftop' is 'T-shirt/top'" in message
 
 
 @pytest.mark.parametrize(
