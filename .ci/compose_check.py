@@ -71,9 +71,15 @@ def digit_body() -> bytes:
 
 def post(url: urllib.parse.SplitResult, body: bytes) -> int | str:
     """POST /predict on a new connection: the status, or the name of the error."""
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=REQUEST_TIMEOUT)
+    return _status(url.hostname or "127.0.0.1", url.port or 80, "POST", PREDICT, body)
+
+
+def _status(host: str, port: int, method: str, path: str, body: bytes | None = None) -> int | str:
+    """One request on a new connection: the status, or the name of the error."""
+    conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT)
     try:
-        conn.request("POST", PREDICT, body=body, headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         response.read()
         return response.status
@@ -350,17 +356,7 @@ def _host_port(url: str) -> tuple[str, int]:
 
 
 def _get(url: str) -> int | str:
-    host, port = _host_port(url)
-    conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT)
-    try:
-        conn.request("GET", urllib.parse.urlsplit(url).path)
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    except (OSError, http.client.HTTPException) as exc:
-        return type(exc).__name__
-    finally:
-        conn.close()
+    return _status(*_host_port(url), "GET", urllib.parse.urlsplit(url).path)
 
 
 def main(argv: list[str] | None = None) -> int:
