@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,7 +40,6 @@ from training.export import (
     save_model,
 )
 from training.fileio import atomic_write_bytes
-from training.imagefolder import ImageFolder, load_image_folder, print_skipped, split_stratified
 from training.nets import LOSSES, WEIGHT_INITS, TwoLayerNet, gradient_relative_errors
 from training.trainer import (
     DTYPES,
@@ -55,6 +54,11 @@ from training.trainer import (
     run,
     steps_per_epoch,
 )
+
+# training.imagefolder is imported where a folder is read: it brings in Pillow (training/images.py),
+# 0.1-0.2 s of start-up that training on a built-in set does not need (bench/train_process.py)
+if TYPE_CHECKING:
+    from training.imagefolder import ImageFolder
 
 #: Relative error (||a - n|| / (||a|| + ||n||)) below which analytic and numerical gradients agree.
 GRADCHECK_TOLERANCE = 1e-6
@@ -485,6 +489,8 @@ def _builtin_data(args: argparse.Namespace, config: TrainConfig) -> _Prepared:
     x_val = t_val = None
     if args.validation_split is not None:
         rng = np.random.default_rng((config.seed, VALIDATION_STREAM))
+        from training.imagefolder import split_stratified
+
         keep, held = split_stratified(t, args.validation_split, rng)
         x, t, x_val, t_val = x[keep], t[keep], x[held], t[held]
     data = TrainData(
@@ -537,6 +543,8 @@ def _load_init_model(path: Path) -> ModelFile:
 
 def _image_data(args: argparse.Namespace, config: TrainConfig, init: ModelFile | None) -> _Prepared:
     """--images DIR (+ --init-from, --replay, held-out data) -> what ``run`` trains on."""
+    from training.imagefolder import split_stratified
+
     replay = _load_dataset(args.replay, args, progress=not args.no_progress) if args.replay else None
     classes: list[str] | None = None
     style = "mnist"
@@ -635,6 +643,8 @@ def _image_data(args: argparse.Namespace, config: TrainConfig, init: ModelFile |
 
 def _read_folder(root: Path, classes: list[str] | None, style: str, *, progress: bool) -> ImageFolder:
     """An image folder with a progress bar (on a terminal), its skipped files warned about."""
+    from training.imagefolder import load_image_folder, print_skipped
+
     bar: Any = None
     if progress and sys.stderr.isatty():
         from tqdm import tqdm

@@ -371,10 +371,14 @@ def _epoch_record(state: TrainState, data: TrainData, full_train_metrics: bool) 
         "train_loss": train["loss"],
         "train_accuracy": train["accuracy"],
     }
-    for split, x, t in data.splits():
-        result = evaluate(state.net, x, t)
-        record[f"{split}_loss"] = result["loss"]
-        record[f"{split}_accuracy"] = result["accuracy"]
+    # one BLAS thread, as the steps have: on 2 shared cores a second thread bought nothing for a
+    # 10,000-row chunk and spun while it waited (bench/README.md, train_process: 0.2-0.3 s of
+    # CPU over 5 epochs, most of the per-epoch test evaluation's cost)
+    with _blas_threads_for(0):
+        for split, x, t in data.splits():
+            result = evaluate(state.net, x, t)
+            record[f"{split}_loss"] = result["loss"]
+            record[f"{split}_accuracy"] = result["accuracy"]
     record["seconds"] = round(state.seconds, 3)
     state.running = [0.0, 0.0, 0.0]
     return record
