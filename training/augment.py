@@ -3,7 +3,7 @@
 ``augment_batch(x, rng)`` changes each image of a batch x (N, H*W) in place, with every random
 number drawn from the passed-in generator (the training run's), so a seed gives the same changes
 and a resumed run draws what the uninterrupted one drew. Pure numpy: inverse-mapped bilinear
-sampling, and a 3x3 grey-level dilation or erosion blended in.
+sampling, and 3x3 grey-level dilations (bolder strokes) or an erosion (thinner) blended in.
 
 The ranges are small on purpose: a digit rotated by 40 degrees or sheared into a slash can change
 class (a 6 and a 9, a 1 and a 7), and MNIST-style preprocessing has already centred and scaled it.
@@ -23,8 +23,15 @@ MAX_SHEAR = 0.2
 #: Shift, uniform in +/- this many pixels on each axis.
 MAX_SHIFT = 2.0
 #: Probability that a digit's strokes are made thicker, and (separately) thinner.
-P_THICKER = 0.25
+P_THICKER = 0.5
 P_THINNER = 0.25
+#: A thickened digit's strokes grow by up to this many pixels on each side (uniform; grey-level
+#: dilations by a 3x3 cross, the last one blended in by its fraction). Bold strokes are what
+#: MNIST lacks most: a marker, a font or a small scan scaled up to MNIST's 20-pixel box draws
+#: 4-8 pixel strokes where MNIST's pen draws 2-3. Measured on UCI digits (README, "Train on
+#: your own images"): at most half a pixel (P_THICKER 0.25, the first recipe) 94.1% held-out,
+#: up to 3 pixels for half the digits 95.0% (MNIST test 97.1-97.2%, 0.8 below the shipped model).
+MAX_THICKEN = 3.0
 
 
 def augment_batch(
@@ -35,7 +42,7 @@ def augment_batch(
     h, w = shape
     images = x.reshape(n, h, w)
     # one draw of every random number per image, always in this order (reproducible)
-    u = rng.random((n, 6))
+    u = rng.random((n, 7))
     angle = np.radians((2 * u[:, 0] - 1) * MAX_ROTATION_DEG)
     scale = 1 + (2 * u[:, 1] - 1) * MAX_SCALE
     shear = (2 * u[:, 2] - 1) * MAX_SHEAR
@@ -45,14 +52,24 @@ def augment_batch(
     thicker = stroke < P_THICKER
     thinner = stroke > 1 - P_THINNER
     if thicker.any():
-        images[thicker] = _blend(images[thicker], _dilate(images[thicker]))
+        images[thicker] = _thicken(images[thicker], MAX_THICKEN * u[thicker, 6])
     if thinner.any():
         images[thinner] = _blend(images[thinner], _erode(images[thinner]))
     images[:] = _affine(images, angle, scale, shear, shift)
 
 
+def _thicken(images: NDArray, amount: NDArray) -> NDArray:
+    """Strokes grown by ``amount`` (N,) pixels each: whole dilations, then a blend for the rest."""
+    out = images
+    for k in range(int(np.ceil(amount.max()))):
+        grown = _dilate(out)
+        w = np.clip(amount - k, 0, 1).astype(images.dtype)[:, None, None]
+        out = out + w * (grown - out)
+    return out
+
+
 def _blend(a: NDArray, b: NDArray) -> NDArray:
-    """Half way to b: a full 3x3 dilation doubles a 2-pixel stroke, which is too much."""
+    """Half way to b: a full 3x3 erosion wipes out a 2-pixel stroke."""
     return 0.5 * (a + b)
 
 

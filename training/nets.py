@@ -298,13 +298,13 @@ class TwoLayerNet:
 
         if with_loss:  # the batch's correct answers, for running accuracy (a few us)
             labels = t.argmax(axis=1) if one_hot else t
-            self._last_correct = int(np.count_nonzero(y.argmax(axis=1) == labels))
+            self._last_correct = int((y.argmax(axis=1) == labels).sum())
 
         # loss and da2 = dL/da2 (scaled), written over y
         da2 = y
         if self.loss_name == "cross_entropy":
             # integer labels pick rows of the identity: one-hot targets without fancy indexing
-            t_hot = t if one_hot else np.take(ws.eye, t.astype(np.intp, copy=False), axis=0, out=ws.t_hot)
+            t_hot = t if one_hot else ws.eye.take(t.astype(np.intp, copy=False), axis=0, out=ws.t_hot)
             loss = math.nan
             if with_loss:
                 log_y = np.maximum(y, CROSS_ENTROPY_EPS, out=ws.tmp_nc)
